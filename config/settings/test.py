@@ -1,0 +1,17 @@
+"""Settings for the test suite: the base settings with fast hashing and plain static files."""
+
+import os
+
+# Tests never run with a real secret; base.py refuses to start without one.
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-suite-only-secret-key")
+os.environ.setdefault("DJANGO_HTTPS", "false")
+
+from .base import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Retries in tests wait on a patched clock, never on real time.
+INGESTION_BACKOFF_SECONDS = 0.0

@@ -1,0 +1,60 @@
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class CustomerQuerySet(models.QuerySet):
+    def for_listing(self):
+        """Customers in the API's default order: the order they were first ingested."""
+        return self.order_by("seq")
+
+
+class Customer(models.Model):
+    """A customer as the upstream describes it, plus a little pipeline bookkeeping.
+
+    Source-owned fields are written only by the ingestion merge. `seq` numbers rows
+    densely (1..N) in the order they were first inserted; the merge assigns it under
+    a lock and rows are never deleted, so `max(seq)` is the row count and a page is a
+    range of `seq` (no full count, no growing OFFSET scan).
+    """
+
+    customer_id = models.UUIDField(primary_key=True)
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    email = models.EmailField(max_length=255)
+    phone = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001 - NULL mirrors the upstream's null
+    address = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL mirrors the upstream's null
+    date_of_birth = models.DateField(null=True, blank=True)
+    account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(help_text="The upstream's creation time, kept as first seen.")
+    updated_at = models.DateTimeField(null=True, blank=True, help_text="Last real change; empty until then.")
+
+    seq = models.BigIntegerField(unique=True, editable=False, help_text="Dense ingestion order, 1..N.")
+    ingested_at = models.DateTimeField(editable=False, help_text="When the pipeline first inserted the row.")
+
+    objects = CustomerQuerySet.as_manager()
+
+    # The fields the upstream owns, in the upstream's order.
+    SOURCE_FIELDS = (
+        "customer_id",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "address",
+        "date_of_birth",
+        "account_balance",
+        "created_at",
+    )
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="customer_email_ci_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["created_at", "customer_id"], name="customer_created_idx"),
+            models.Index(fields=["updated_at", "customer_id"], name="customer_updated_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.first_name} {self.last_name} ({self.customer_id})"

@@ -1,0 +1,161 @@
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class RunTrigger(models.TextChoices):
+    COMMAND = "command"
+    API = "api"
+    ADMIN = "admin"
+    SCHEDULE = "schedule"
+
+
+class FailureReason(models.TextChoices):
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    INVALID_UUID = "invalid_uuid"
+    INVALID_EMAIL = "invalid_email"
+    INVALID_DATE = "invalid_date"
+    INVALID_DATETIME = "invalid_datetime"
+    INVALID_DECIMAL = "invalid_decimal"
+    TOO_LONG = "too_long"
+    INVALID_CHARACTERS = "invalid_characters"
+    NOT_AN_OBJECT = "not_an_object"
+    EMAIL_CONFLICT = "email_conflict"
+    DUPLICATE_ID = "duplicate_id"
+
+
+# Reasons that come from comparing a record with other records, not from the record alone.
+CONFLICT_REASONS = (FailureReason.EMAIL_CONFLICT, FailureReason.DUPLICATE_ID)
+
+
+class IngestRun(models.Model):
+    """One ingestion run: its status, progress and counters.
+
+    Every fetched record ends in exactly one counter, so
+    fetched == inserted + updated + unchanged + invalid + conflicts + duplicates.
+    Counters and `last_committed_page` are written in the same transaction as the
+    rows they describe, which is what makes a resumed run exact.
+    """
+
+    status = models.CharField(max_length=16, choices=RunStatus, default=RunStatus.QUEUED, db_index=True)
+    trigger = models.CharField(max_length=16, choices=RunTrigger)
+    source_url = models.CharField(max_length=2048)
+    page_size = models.PositiveIntegerField()
+    dry_run = models.BooleanField(default=False)
+
+    pages_expected = models.PositiveIntegerField(null=True, blank=True)
+    last_committed_page = models.PositiveIntegerField(default=0)
+    records_expected = models.PositiveBigIntegerField(null=True, blank=True)
+
+    fetched = models.PositiveBigIntegerField(default=0)
+    inserted = models.PositiveBigIntegerField(default=0)
+    updated = models.PositiveBigIntegerField(default=0)
+    unchanged = models.PositiveBigIntegerField(default=0)
+    invalid = models.PositiveBigIntegerField(default=0)
+    conflicts = models.PositiveBigIntegerField(default=0)
+    duplicates = models.PositiveBigIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    COUNTERS = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("start_ingestion", "Can start or resume an ingestion run")]
+
+    def __str__(self):
+        return f"Run {self.pk} ({self.status})"
+
+    @property
+    def pages_done(self) -> int:
+        return self.last_committed_page
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.heartbeat_at or self.started_at
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def records_per_second(self) -> float | None:
+        duration = self.duration_seconds
+        if not duration:
+            return None
+        return round(self.fetched / duration, 1)
+
+
+class IngestFailure(models.Model):
+    """A record the pipeline refused, with why and the record as it arrived."""
+
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="failures")
+    page = models.PositiveIntegerField()
+    position = models.PositiveBigIntegerField(help_text="Ordinal of the record within its run, from 1.")
+    customer_id = models.UUIDField(null=True, blank=True, db_index=True)
+    reason = models.CharField(max_length=32, choices=FailureReason, db_index=True)
+    errors = models.JSONField(default=dict, help_text="Field name -> list of problems.")
+    raw = models.JSONField(null=True, help_text="The record exactly as the upstream sent it.")
+    conflicting_customer_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["run_id", "position"]
+        indexes = [models.Index(fields=["run", "position"], name="ingestfailure_run_pos_idx")]
+
+    def __str__(self):
+        return f"{self.reason} in run {self.run_id}, page {self.page}"
+
+
+class StageOutcome(models.TextChoices):
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DUPLICATE = "duplicate"
+    EMAIL_CONFLICT = "email_conflict"
+    DUPLICATE_ID = "duplicate_id"
+
+
+class StagedCustomer(models.Model):
+    """A validated record waiting for (or done with) the set-based merge.
+
+    Staged rows are kept after the merge: they are the run's memory of which ids it
+    has already seen (the duplicate rule) and they are pruned with the failures.
+    """
+
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="staged")
+    page = models.PositiveIntegerField()
+    position = models.PositiveBigIntegerField()
+    customer_id = models.UUIDField()
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    email = models.CharField(max_length=255)
+    phone = models.CharField(max_length=20, null=True)  # noqa: DJ001
+    address = models.TextField(null=True)  # noqa: DJ001
+    date_of_birth = models.DateField(null=True)
+    account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True)
+    created_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=StageOutcome, null=True)  # noqa: DJ001
+    conflicting_customer_id = models.UUIDField(null=True)
+    staged_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="staged_run_position_unique")]
+        indexes = [models.Index(fields=["run", "customer_id", "position"], name="staged_run_customer_idx")]
+
+    def __str__(self):
+        return f"{self.customer_id} (run {self.run_id}, page {self.page})"

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class MocksourceConfig(AppConfig):
+    """Registered only so Django finds the `generate_customers` command."""
+
+    name = "mocksource"

@@ -1,0 +1,49 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_check(**env_overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(env_overrides)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    code = "import django; django.setup(); " + env.pop("PYTHON_CODE", "")
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_mode_without_secret_key_fails_with_a_sentence():
+    result = _run_check(DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://u@127.0.0.1:1/x"))
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_invalid_boolean_is_rejected_with_the_variable_name():
+    result = _run_check(DJANGO_DEBUG="maybe", DATABASE_URL="postgres://u@127.0.0.1:1/x")
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG must be true or false" in result.stderr
+
+
+def test_non_postgres_database_url_is_refused():
+    result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="sqlite:///db.sqlite3")
+    assert result.returncode != 0
+    assert "DATABASE_URL must be a PostgreSQL URL" in result.stderr
+
+
+def test_debug_is_off_unless_asked():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE="from django.conf import settings; print('DEBUG', settings.DEBUG)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG False" in result.stdout
