@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Lower
 
 
@@ -54,6 +55,16 @@ class Customer(models.Model):
         indexes = [
             models.Index(fields=["created_at", "customer_id"], name="customer_created_idx"),
             models.Index(fields=["updated_at", "customer_id"], name="customer_updated_idx"),
+            # The API's orderings (each with its customer_id tie-breaker) and name search.
+            # `-updated_at` keeps never-updated rows last, hence its own index.
+            models.Index(
+                F("updated_at").desc(nulls_last=True), F("customer_id").desc(), name="customer_updated_desc_idx"
+            ),
+            models.Index(fields=["last_name", "customer_id"], name="customer_last_name_idx"),
+            models.Index(fields=["email", "customer_id"], name="customer_email_idx"),
+            # Name search also has trigram GIN indexes on UPPER(first_name) and UPPER(last_name),
+            # created in SQL by migration 0002: GinIndex here would require django.contrib.postgres
+            # in INSTALLED_APPS.
         ]
 
     def __str__(self):

@@ -38,6 +38,11 @@ class FailureReason(models.TextChoices):
 CONFLICT_REASONS = (FailureReason.EMAIL_CONFLICT, FailureReason.DUPLICATE_ID)
 
 
+class IngestRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+
 class IngestRun(models.Model):
     """One ingestion run: its status, progress and counters.
 
@@ -65,6 +70,7 @@ class IngestRun(models.Model):
     conflicts = models.PositiveBigIntegerField(default=0)
     duplicates = models.PositiveBigIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
+    retries_by_reason = models.JSONField(default=dict, blank=True, help_text="Upstream retries per reason.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -72,11 +78,22 @@ class IngestRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
 
+    objects = IngestRunQuerySet.as_manager()
+
     COUNTERS = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates")
 
     class Meta:
         ordering = ["-id"]
         permissions = [("start_ingestion", "Can start or resume an ingestion run")]
+        constraints = [
+            # At most one queued or running run, enforced by the database: two requests
+            # racing to start a run cannot both insert one.
+            models.UniqueConstraint(
+                models.Value(True),
+                condition=models.Q(status__in=["queued", "running"]),
+                name="ingestrun_one_active",
+            ),
+        ]
 
     def __str__(self):
         return f"Run {self.pk} ({self.status})"
@@ -115,6 +132,7 @@ class IngestFailure(models.Model):
 
     class Meta:
         ordering = ["run_id", "position"]
+        permissions = [("view_personal_data", "Can see unmasked email and phone of failed records")]
         indexes = [models.Index(fields=["run", "position"], name="ingestfailure_run_pos_idx")]
 
     def __str__(self):

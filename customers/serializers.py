@@ -1,0 +1,52 @@
+from datetime import UTC
+
+from rest_framework import serializers
+
+from customers.models import Customer
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """ISO 8601 in UTC to the second with a `Z`, like the upstream: 2024-01-10T17:07:01Z.
+
+    Sub-second digits are dropped (rounded down), so a value read back as `updated_since`
+    never skips the row it came from.
+    """
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    """A customer as the upstream describes it, plus `updated_at`; pipeline bookkeeping stays out."""
+
+    # A JSON number; customers.renderers writes it with both decimals (10.50, not 10.5).
+    account_balance = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=2,
+        coerce_to_string=False,
+        allow_null=True,
+        read_only=True,
+        help_text="A number written with exactly two decimals, e.g. 10.50.",
+    )
+    created_at = UTCDateTimeField(read_only=True, help_text="The upstream's creation time, UTC, to the second.")
+    updated_at = UTCDateTimeField(
+        read_only=True, allow_null=True, help_text="When the pipeline last saw a change; null until then."
+    )
+
+    class Meta:
+        model = Customer
+        fields = [
+            "customer_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "address",
+            "date_of_birth",
+            "account_balance",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,125 @@
+"""Admin for pipeline records: read-only, tuned for large tables, one action that starts a run."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from ingestion import runs, tasks
+from ingestion.models import IngestFailure, IngestRun, RunTrigger
+from ingestion.serializers import PERSONAL_FIELDS, mask
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Pipeline-owned rows are written by the pipeline only."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IngestRun)
+class IngestRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id", "status", "trigger", "created_at", "pages_summary", "fetched", "inserted", "updated", "unchanged",
+        "invalid", "conflicts", "duplicates", "retries", "failures_link",
+    ]  # fmt: skip
+    list_filter = ["status", "trigger", "dry_run"]
+    ordering = ["-id"]
+    change_list_template = "admin/ingestion/ingestrun/change_list.html"
+    readonly_fields = [field.name for field in IngestRun._meta.fields] + ["failures_link"]
+
+    @admin.display(description="pages")
+    def pages_summary(self, run):
+        return f"{run.pages_done}/{run.pages_expected or '?'}"
+
+    @admin.display(description="failures")
+    def failures_link(self, run):
+        count = run.invalid + run.conflicts
+        url = reverse("admin:ingestion_ingestfailure_changelist") + f"?run__id__exact={run.pk}"
+        return format_html('<a href="{}">{} failures</a>', url, count)
+
+    def get_urls(self):
+        run_now = path("run-now/", self.admin_site.admin_view(self.run_now_view), name="ingestion_ingestrun_run_now")
+        return [run_now, *super().get_urls()]
+
+    def run_now_view(self, request):
+        """The "Run ingestion now" button: queue a run for the worker, then back to the list."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("ingestion.start_ingestion"):
+            raise PermissionDenied
+        try:
+            run = tasks.start_in_background(trigger=RunTrigger.ADMIN)
+        except runs.RunRefused as refused:
+            self.message_user(request, str(refused), messages.WARNING)
+        else:
+            self.message_user(request, f"Run {run.pk} queued; a worker will pick it up.", messages.SUCCESS)
+        return redirect("admin:ingestion_ingestrun_changelist")
+
+    def changelist_view(self, request, extra_context=None):
+        may_start = request.user.has_perm("ingestion.start_ingestion")
+        return super().changelist_view(request, {**(extra_context or {}), "may_start_ingestion": may_start})
+
+
+@admin.register(IngestFailure)
+class IngestFailureAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "run_id",
+        "page",
+        "position",
+        "reason",
+        "customer_id",
+        "conflicting_customer_id",
+        "created_at",
+    ]
+    list_filter = ["reason"]
+    search_fields = ["=customer_id"]
+    list_select_related = False
+    raw_id_fields = ["run"]
+    ordering = ["-id"]
+    readonly_fields = [
+        "run", "page", "position", "customer_id", "reason", "errors", "record", "conflicting_customer_id", "created_at",
+    ]  # fmt: skip
+    exclude = ["raw"]
+
+    @admin.display(description="raw record")
+    def record(self, failure):
+        raw = failure.raw
+        if isinstance(raw, dict) and not self._may_see_personal_data():
+            raw = {key: mask(value) if key in PERSONAL_FIELDS else value for key, value in raw.items()}
+        return format_html("<pre>{}</pre>", _pretty(raw))
+
+    def get_search_results(self, request, queryset, search_term):
+        # An id that is not a UUID can match nothing; say so instead of a database error.
+        import uuid
+
+        try:
+            uuid.UUID(search_term.strip())
+        except ValueError:
+            return (queryset.none(), False) if search_term.strip() else (queryset, False)
+        return super().get_search_results(request, queryset, search_term)
+
+    def changeform_view(self, request, *args, **kwargs):
+        self._request = request
+        return super().changeform_view(request, *args, **kwargs)
+
+    def _may_see_personal_data(self):
+        request = getattr(self, "_request", None)
+        return bool(request and request.user.has_perm("ingestion.view_personal_data"))
+
+
+def _pretty(value) -> str:
+    import json
+
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,88 @@
+"""Every refused record becomes an `IngestFailure` row, never only a log line."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ingestion.merge import STAGED
+from ingestion.models import IngestFailure
+from ingestion.validation import Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    page: int
+    position: int
+    rejection: Rejection
+    raw: Any
+
+
+def record_rejections(run_id: int, rejected: Iterable[RejectedRecord]) -> int:
+    """Store records that failed validation, with their problems and raw content."""
+    rows = [
+        IngestFailure(
+            run_id=run_id,
+            page=item.page,
+            position=item.position,
+            customer_id=item.rejection.customer_id,
+            reason=item.rejection.reason,
+            errors=item.rejection.errors,
+            raw=_storable(item.raw),
+        )
+        for item in rejected
+    ]
+    IngestFailure.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
+def _storable(raw: Any) -> Any:
+    # jsonb cannot hold NUL characters; keep the record readable and say what was replaced.
+    if isinstance(raw, str):
+        return raw.replace("\x00", "\\u0000")
+    if isinstance(raw, dict):
+        return {_storable(key): _storable(value) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [_storable(value) for value in raw]
+    if hasattr(raw, "as_tuple"):  # Decimal from the exact JSON parse
+        return float(raw) if raw.is_finite() else str(raw)
+    return raw
+
+
+_CONFLICT_MESSAGES = {
+    "email_conflict": "Email already belongs to customer {other}.",
+    "duplicate_id": "customer_id already seen earlier in this run with different content.",
+}
+
+RECORD_CONFLICTS = f"""
+INSERT INTO {IngestFailure._meta.db_table}
+    (run_id, page, position, customer_id, reason, errors, raw, conflicting_customer_id, created_at)
+SELECT t.run_id, t.page, t.position, t.customer_id, t.outcome,
+       jsonb_build_object(
+           CASE t.outcome WHEN 'email_conflict' THEN 'email' ELSE 'customer_id' END,
+           jsonb_build_array(CASE t.outcome
+               WHEN 'email_conflict' THEN replace(%(email_message)s, '{{other}}', t.conflicting_customer_id::text)
+               ELSE %(duplicate_message)s END)),
+       jsonb_build_object(
+           'customer_id', t.customer_id, 'first_name', t.first_name, 'last_name', t.last_name,
+           'email', t.email, 'phone', t.phone, 'address', t.address,
+           'date_of_birth', t.date_of_birth, 'account_balance', t.account_balance,
+           'created_at', to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+       t.conflicting_customer_id, now()
+FROM {STAGED} t
+WHERE t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s
+  AND t.outcome IN ('email_conflict', 'duplicate_id')
+"""
+
+
+def record_conflicts(cursor, *, run_id: int, first: int, last: int) -> None:
+    """Store the staged rows the merge refused (email conflicts, different duplicates)."""
+    cursor.execute(
+        RECORD_CONFLICTS,
+        {
+            "run": run_id,
+            "first": first,
+            "last": last,
+            "email_message": _CONFLICT_MESSAGES["email_conflict"],
+            "duplicate_message": _CONFLICT_MESSAGES["duplicate_id"],
+        },
+    )

@@ -1,0 +1,126 @@
+"""Step 4 of a run: merge one staged batch into the customers table, set-based.
+
+A batch is the staged rows of one run with positions in [first, last]. The caller
+holds the merge lock and one short transaction around all statements here, so the
+classification below cannot race another writer. Every staged row of the batch ends
+with exactly one outcome:
+
+1. duplicate / duplicate_id - its customer_id was already staged earlier in the run;
+   the first occurrence counts, an identical repeat is a duplicate, a different one
+   is rejected (`duplicate_id`).
+2. email_conflict - its email (case-insensitively) belongs to another customer in the
+   table, or to an earlier row of the same batch. Checking before writing matters: one
+   such row would make the whole INSERT/UPDATE fail on the unique email index.
+   Two customers swapping emails therefore both land here; the run goes on.
+3. inserted / updated / unchanged - decided and written by one statement. An update
+   happens only when a source-owned field really differs (IS DISTINCT FROM), so an
+   unchanged row is not rewritten and its `updated_at` does not move; `created_at`
+   stays as first seen.
+"""
+
+from customers.models import Customer
+from ingestion.models import StagedCustomer
+
+CUSTOMERS = Customer._meta.db_table
+STAGED = StagedCustomer._meta.db_table
+
+# Fields compared and copied on update: everything the source owns except the key and created_at.
+CHANGEABLE = ("first_name", "last_name", "email", "phone", "address", "date_of_birth", "account_balance")
+
+_BATCH = "t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s"
+
+
+def _row(alias: str) -> str:
+    return "(" + ", ".join(f"{alias}.{field}" for field in CHANGEABLE) + ")"
+
+
+MARK_DUPLICATES = f"""
+WITH first_seen AS (
+    SELECT DISTINCT ON (s.customer_id) s.customer_id, s.position, s.created_at, {_row("s")[1:-1]}
+    FROM {STAGED} s
+    WHERE s.run_id = %(run)s
+      AND s.customer_id IN (SELECT t.customer_id FROM {STAGED} t WHERE {_BATCH})
+    ORDER BY s.customer_id, s.position
+)
+UPDATE {STAGED} t
+SET outcome = CASE WHEN {_row("t")} IS NOT DISTINCT FROM {_row("f")} THEN 'duplicate' ELSE 'duplicate_id' END,
+    conflicting_customer_id = t.customer_id
+FROM first_seen f
+WHERE {_BATCH} AND t.customer_id = f.customer_id AND t.position > f.position
+"""
+
+MARK_TABLE_EMAIL_CONFLICTS = f"""
+UPDATE {STAGED} t
+SET outcome = 'email_conflict', conflicting_customer_id = c.customer_id
+FROM {CUSTOMERS} c
+WHERE {_BATCH} AND t.outcome IS NULL
+  AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
+"""
+
+# Within the batch the remaining rows have distinct ids; of several sharing an email
+# the earliest wins, the way it would had they arrived in separate batches.
+MARK_BATCH_EMAIL_CONFLICTS = f"""
+WITH ranked AS (
+    SELECT t.id, first_value(t.customer_id) OVER w AS first_id, row_number() OVER w AS rank
+    FROM {STAGED} t
+    WHERE {_BATCH} AND t.outcome IS NULL
+    WINDOW w AS (PARTITION BY lower(t.email) ORDER BY t.position)
+)
+UPDATE {STAGED} t
+SET outcome = 'email_conflict', conflicting_customer_id = r.first_id
+FROM ranked r
+WHERE t.id = r.id AND r.rank > 1
+"""
+
+# New rows get `seq` = current max + their order in the batch: dense, because the
+# merge lock serialises writers and a rolled-back batch takes its numbers with it.
+MERGE = f"""
+WITH pending AS (
+    SELECT t.* FROM {STAGED} t WHERE {_BATCH} AND t.outcome IS NULL
+), updated AS (
+    UPDATE {CUSTOMERS} c
+    SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
+    FROM pending p
+    WHERE c.customer_id = p.customer_id AND {_row("c")} IS DISTINCT FROM {_row("p")}
+    RETURNING c.customer_id
+), inserted AS (
+    INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
+    SELECT p.customer_id, {", ".join(f"p.{field}" for field in CHANGEABLE)}, p.created_at, NULL,
+           base.max_seq + row_number() OVER (ORDER BY p.position), now()
+    FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
+    WHERE NOT EXISTS (SELECT 1 FROM {CUSTOMERS} c WHERE c.customer_id = p.customer_id)
+    RETURNING customer_id
+)
+UPDATE {STAGED} t
+SET outcome = CASE
+    WHEN t.customer_id IN (SELECT customer_id FROM inserted) THEN 'inserted'
+    WHEN t.customer_id IN (SELECT customer_id FROM updated) THEN 'updated'
+    ELSE 'unchanged' END
+FROM pending p
+WHERE t.id = p.id
+"""
+
+# A dry run classifies the same way but writes nothing to customers.
+CLASSIFY_ONLY = f"""
+UPDATE {STAGED} t
+SET outcome = CASE
+    WHEN c.customer_id IS NULL THEN 'inserted'
+    WHEN {_row("c")} IS DISTINCT FROM {_row("t")} THEN 'updated'
+    ELSE 'unchanged' END
+FROM {STAGED} p LEFT JOIN {CUSTOMERS} c ON c.customer_id = p.customer_id
+WHERE t.id = p.id AND {_BATCH} AND t.outcome IS NULL
+"""
+
+COUNT_OUTCOMES = f"""
+SELECT t.outcome, count(*) FROM {STAGED} t WHERE {_BATCH} GROUP BY t.outcome
+"""
+
+
+def merge_batch(cursor, *, run_id: int, first: int, last: int, dry_run: bool = False) -> dict[str, int]:
+    """Classify and merge staged positions [first, last] of a run; return counts per outcome."""
+    params = {"run": run_id, "first": first, "last": last}
+    for statement in (MARK_DUPLICATES, MARK_TABLE_EMAIL_CONFLICTS, MARK_BATCH_EMAIL_CONFLICTS):
+        cursor.execute(statement, params)
+    cursor.execute(CLASSIFY_ONLY if dry_run else MERGE, params)
+    cursor.execute(COUNT_OUTCOMES, params)
+    return dict(cursor.fetchall())

@@ -1,0 +1,12 @@
+from rest_framework.permissions import BasePermission
+
+
+class CanStartIngestion(BasePermission):
+    """Starting or resuming a run needs `ingestion.start_ingestion` (superusers have it;
+    `create_api_token --staff` grants it to the staff accounts it makes)."""
+
+    message = "Starting or resuming an ingestion needs the 'start ingestion' permission."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("ingestion.start_ingestion"))

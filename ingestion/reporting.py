@@ -1,0 +1,30 @@
+"""Human-readable one-liners about a run, for the command line and logs."""
+
+from ingestion.models import IngestRun
+
+_BAR_WIDTH = 30
+
+
+def progress_line(run: IngestRun) -> str:
+    """`[#######-------] page 12/100  1,200 records  4,321 rec/s`"""
+    expected = run.pages_expected or 0
+    done = min(run.pages_done, expected) if expected else run.pages_done
+    filled = int(_BAR_WIDTH * done / expected) if expected else 0
+    bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+    rate = run.records_per_second or 0
+    return f"[{bar}] page {done}/{expected or '?'}  {run.fetched:,} records  {rate:,.0f} rec/s"
+
+
+def summary_line(run: IngestRun) -> str:
+    """`Run 7 succeeded in 2.1 s: fetched 10,050 = inserted 9,950 + ...`"""
+    counters = " + ".join(f"{name} {getattr(run, name):,}" for name in IngestRun.COUNTERS[1:])
+    duration = f"{run.duration_seconds:.1f} s" if run.duration_seconds is not None else "no time"
+    line = (
+        f"Run {run.pk} {run.status} in {duration}: fetched {run.fetched:,} = {counters}; "
+        f"pages {run.pages_done}/{run.pages_expected or 0}; retries {run.retries}"
+    )
+    if run.dry_run:
+        line += " (dry run: nothing written to customers)"
+    if run.error:
+        line += f". Error: {run.error}"
+    return line

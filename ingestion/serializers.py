@@ -1,0 +1,81 @@
+from rest_framework import serializers
+
+from ingestion.models import IngestFailure, IngestRun
+
+
+class IngestRunSerializer(serializers.ModelSerializer):
+    pages_done = serializers.IntegerField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    records_per_second = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = IngestRun
+        fields = [
+            "id",
+            "status",
+            "trigger",
+            "source_url",
+            "page_size",
+            "dry_run",
+            "pages_done",
+            "pages_expected",
+            "records_expected",
+            *IngestRun.COUNTERS,
+            "retries",
+            "records_per_second",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+# Fields of a failed record that identify a person; masked unless the user may see them.
+PERSONAL_FIELDS = ("email", "phone")
+
+
+def mask(value):
+    if not isinstance(value, str) or not value:
+        return value
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    return "***" + value[-2:] if len(value) > 4 else "***"
+
+
+class IngestFailureSerializer(serializers.ModelSerializer):
+    raw = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IngestFailure
+        fields = [
+            "id",
+            "run",
+            "page",
+            "position",
+            "customer_id",
+            "reason",
+            "errors",
+            "raw",
+            "conflicting_customer_id",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_raw(self, failure) -> dict | list | str | None:
+        request = self.context.get("request")
+        if request is not None and request.user.has_perm("ingestion.view_personal_data"):
+            return failure.raw
+        if not isinstance(failure.raw, dict):
+            return failure.raw
+        return {key: mask(value) if key in PERSONAL_FIELDS else value for key, value in failure.raw.items()}
+
+
+class IngestRequestSerializer(serializers.Serializer):
+    """Query parameters of POST /api/ingest. The upstream URL is deliberately not one of them."""
+
+    wait = serializers.IntegerField(required=False, min_value=0, max_value=3600)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
+    dry_run = serializers.BooleanField(required=False, default=False)

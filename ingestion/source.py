@@ -1,0 +1,187 @@
+"""Step 1 of a run: the one client that talks to the upstream.
+
+It owns time-outs, retries, response checks and error translation, so the rest of
+the pipeline sees either a well-formed `Page` or an `UpstreamError`. Tests swap its
+transport (a `requests.Session`) or its clock and sleep, never the database.
+"""
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import requests
+import urllib3
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamError(Exception):
+    """The upstream could not deliver a usable page, retries included."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.wait = wait
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    limit: int
+    total: int
+    records: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    page_deadline: float = 60.0
+    max_retries: int = 5
+    backoff_seconds: float = 0.5
+    retry_after_cap: float = 60.0
+    max_response_bytes: int = 10 * 1024 * 1024
+
+
+class UpstreamClient:
+    """Fetches pages of `GET {base_url}/api/customers?page=&limit=`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        page_size: int,
+        settings: ClientSettings | None = None,
+        session: requests.Session | None = None,
+        on_retry: Callable[[str], None] = lambda reason: None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.url = base_url.rstrip("/") + "/api/customers"
+        self.page_size = page_size
+        self.settings = settings or ClientSettings()
+        self.session = session or requests.Session()
+        self.on_retry = on_retry
+        self.sleep = sleep
+        self.clock = clock
+
+    def fetch_page(self, number: int) -> Page:
+        """Fetch one page, retrying transient failures; raise UpstreamError when giving up."""
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return self._attempt(number)
+            except _Retryable as problem:
+                if attempt == self.settings.max_retries:
+                    raise UpstreamError(
+                        f"Page {number}: gave up after {attempt + 1} attempts; last error: {problem}"
+                    ) from None
+                logger.warning(
+                    "upstream retry",
+                    extra={"page": number, "attempt": attempt + 1, "reason": problem.reason},
+                )
+                self.on_retry(problem.reason)
+                self.sleep(self._delay(attempt, problem.wait))
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.settings.retry_after_cap)
+        # Exponential backoff with jitter, so many clients do not retry in lockstep.
+        ceiling = self.settings.backoff_seconds * (2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _attempt(self, number: int) -> Page:
+        params = {"page": number, "limit": self.page_size}
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            response = self.session.get(self.url, params=params, timeout=timeout, stream=True, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise _Retryable("timeout", f"timed out: {exc}") from None
+        except requests.RequestException as exc:
+            raise _Retryable("connection", f"connection failed: {exc}") from None
+        with response:
+            self._check_status(number, response)
+            body = self._read_body(response)
+        return self._parse(number, body)
+
+    def _check_status(self, number: int, response: requests.Response) -> None:
+        status = response.status_code
+        if status == 429:
+            raise _Retryable("rate_limited", "HTTP 429", wait=parse_retry_after(response.headers.get("Retry-After")))
+        if status >= 500:
+            raise _Retryable("server_error", f"HTTP {status}", wait=None)
+        if 300 <= status < 400:
+            target = response.headers.get("Location")
+            raise UpstreamError(f"Page {number}: HTTP {status} redirect to {target!r}, not followed.")
+        if status != 200:
+            raise UpstreamError(f"Page {number}: HTTP {status}, not retried.")
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        # read1 returns whatever has arrived, so a server that drips bytes cannot keep
+        # us past the page deadline; the read time-out alone would not catch it.
+        deadline = self.clock() + self.settings.page_deadline
+        limit = self.settings.max_response_bytes
+        chunks, size = [], 0
+        try:
+            while chunk := response.raw.read1(65536, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamError(f"Response larger than {limit} bytes, refused.")
+                if self.clock() > deadline:
+                    raise _Retryable("timeout", f"page not received within {self.settings.page_deadline} s")
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise _Retryable("connection", f"connection broken while reading: {exc}") from None
+        return b"".join(chunks)
+
+    def _parse(self, number: int, body: bytes) -> Page:
+        try:
+            # Decimals stay exact: 0.1 + 0.2 style float noise must not reach balances.
+            envelope = json.loads(body, parse_float=Decimal)
+        except ValueError:
+            raise _Retryable("malformed", "response body is not valid JSON") from None
+        problem = envelope_problem(envelope, number, self.page_size)
+        if problem:
+            raise _Retryable("malformed", f"unexpected response shape: {problem}")
+        return Page(number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"])
+
+
+def envelope_problem(envelope: Any, page: int, limit: int) -> str | None:
+    """Describe what is wrong with a `{data, total, page, limit}` envelope, or None."""
+    if not isinstance(envelope, dict):
+        return "not a JSON object"
+    if not isinstance(envelope.get("data"), list):
+        return "`data` missing or not a list"
+    total = envelope.get("total")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        return "`total` missing or not a non-negative integer"
+    if envelope.get("page") != page or envelope.get("limit") != limit:
+        return f"asked for page {page} limit {limit}, got page {envelope.get('page')!r} limit {envelope.get('limit')!r}"
+    if len(envelope["data"]) > limit:
+        return f"{len(envelope['data'])} records on a page of {limit}"
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """Seconds to wait from a Retry-After header given in seconds or as an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now()).total_seconds())

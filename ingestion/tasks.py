@@ -1,0 +1,97 @@
+"""Background doors onto the pipeline, on procrastinate (jobs live in PostgreSQL).
+
+A run row and its job are created in one transaction: either both exist or neither,
+so a queued run always has a job and a job always has its run. The job's `lock`
+makes workers on any number of machines run ingestions one after another.
+"""
+
+import logging
+from contextlib import contextmanager
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+from procrastinate import jobs as procrastinate_jobs
+from procrastinate.contrib.django import app
+
+from ingestion import pipeline, runs
+from ingestion.models import IngestRun, RunStatus, RunTrigger
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "ingestion"
+
+
+@contextmanager
+def _job_connection():
+    # Procrastinate runs sync jobs on pool threads; each thread has its own Django
+    # connection, which nothing else would close.
+    close_old_connections()
+    try:
+        yield
+    finally:
+        connection.close()
+
+
+@app.task(name="ingestion.execute_run", queue=QUEUE, lock="ingestion-run")
+def execute_run_job(run_id: int) -> None:
+    with _job_connection():
+        try:
+            pipeline.execute_run(run_id)
+        except runs.RunRefused as exc:
+            # The run was resumed or finished elsewhere meanwhile; nothing to do.
+            logger.warning("job skipped", extra={"run_id": run_id, "reason": str(exc)})
+
+
+def start_in_background(
+    *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False
+) -> IngestRun:
+    """Create a queued run and its job, atomically; refuse if a run is active."""
+    with transaction.atomic():
+        run = runs.create_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run)
+        execute_run_job.defer(run_id=run.pk)
+    return run
+
+
+def resume_in_background(run_id: int) -> IngestRun:
+    """Queue a failed or abandoned run again, with its job, atomically."""
+    with transaction.atomic():
+        run = runs.resume_run(run_id)
+        execute_run_job.defer(run_id=run.pk)
+    return run
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="ingestion.sweep", queue=QUEUE, queueing_lock="ingestion-sweep")
+def sweep(timestamp: int) -> None:
+    """Every minute: notice dead runs, release their jobs, start a scheduled run if due."""
+    with _job_connection():
+        runs.abandon_stale_runs()
+        _fail_stalled_jobs()
+        start_scheduled_run_if_due()
+
+
+def _fail_stalled_jobs() -> None:
+    # A job whose worker died stays "doing" and would hold the ingestion lock forever.
+    stalled = async_to_sync(app.job_manager.get_stalled_jobs)(queue=QUEUE, task_name=execute_run_job.name)
+    for job in stalled:
+        async_to_sync(app.job_manager.finish_job)(job, procrastinate_jobs.Status.FAILED, delete_job=False)
+        logger.warning("stalled job released", extra={"job_id": job.id})
+
+
+def start_scheduled_run_if_due() -> IngestRun | None:
+    """Start a run when INGESTION_SCHEDULE_MINUTES have passed since the last one began."""
+    interval = settings.INGESTION_SCHEDULE_MINUTES
+    if not interval:
+        return None
+    last = IngestRun.objects.order_by("-created_at").first()
+    if last and last.created_at > timezone.now() - timedelta(minutes=interval):
+        return None
+    if last and last.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return None
+    try:
+        return start_in_background(trigger=RunTrigger.SCHEDULE)
+    except runs.RunAlreadyActive:
+        return None

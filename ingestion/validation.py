@@ -1,0 +1,174 @@
+"""Step 2 of a run: check one upstream record and turn it into typed values.
+
+A record is either a `ValidRecord` (ready to stage) or a `Rejection` carrying a reason
+code, the problems per field and the customer id when it could be read. Unknown extra
+fields are ignored. Nothing here touches the database, so it can be measured alone.
+"""
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+from ingestion.models import FailureReason
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DECIMAL_TEXT = re.compile(r"-?\d{1,13}(\.\d{1,2})?")
+# C0 and C1 control characters (NUL included). Addresses may keep line breaks and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_MAX_BALANCE = Decimal("10000000000000")  # numeric(15, 2) holds 13 digits before the point
+_email_validator = EmailValidator()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRecord:
+    customer_id: uuid.UUID
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None
+    address: str | None
+    date_of_birth: dt.date | None
+    account_balance: Decimal | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    errors: dict[str, list[str]]
+    customer_id: uuid.UUID | None
+
+
+class _FieldError(Exception):
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        self.message = message
+
+
+def validate_record(raw: Any) -> ValidRecord | Rejection:
+    """Validate one upstream record; never raises for bad data."""
+    if not isinstance(raw, dict):
+        return Rejection(FailureReason.NOT_AN_OBJECT, {"record": ["Must be a JSON object."]}, None)
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    first_reason = None
+    for name, check in _CHECKS:
+        try:
+            values[name] = check(raw.get(name))
+        except _FieldError as problem:
+            errors[name] = [problem.message]
+            first_reason = first_reason or problem.reason
+    if errors:
+        return Rejection(first_reason, errors, values.get("customer_id"))
+    return ValidRecord(**values)
+
+
+def _require(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _FieldError(FailureReason.MISSING_FIELD, "This field is required.")
+    return value
+
+
+def _text(value: Any, *, max_length: int, multiline: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(FailureReason.INVALID_TYPE, "Must be a string.")
+    if len(value) > max_length:
+        raise _FieldError(FailureReason.TOO_LONG, f"At most {max_length} characters (got {len(value)}).")
+    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
+        raise _FieldError(FailureReason.INVALID_CHARACTERS, "Contains NUL bytes or control characters.")
+    return value
+
+
+def _customer_id(value: Any) -> uuid.UUID:
+    _require(value)
+    if not isinstance(value, str):
+        raise _FieldError(FailureReason.INVALID_TYPE, "Must be a UUID string.")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise _FieldError(FailureReason.INVALID_UUID, "Must be a UUID.") from None
+
+
+def _name(value: Any) -> str:
+    return _text(_require(value), max_length=100)
+
+
+def _email(value: Any) -> str:
+    email = _text(_require(value), max_length=255)
+    try:
+        _email_validator(email)
+    except ValidationError:
+        raise _FieldError(FailureReason.INVALID_EMAIL, "Must be a valid email address.") from None
+    return email
+
+
+def _optional_text(max_length: int, *, multiline: bool = False):
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        return _text(value, max_length=max_length, multiline=multiline)
+
+    return check
+
+
+def _date_of_birth(value: Any) -> dt.date | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise _FieldError(FailureReason.INVALID_DATE, "Must be a date as YYYY-MM-DD.")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise _FieldError(FailureReason.INVALID_DATE, "Must be a real calendar date.") from None
+
+
+def _account_balance(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    # bool is an int in Python; JSON true is not a balance.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a number.")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a number with at most two decimals.")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a number.") from None
+    if not number.is_finite() or number != number.quantize(Decimal("0.01")):
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a finite number with at most two decimals.")
+    if abs(number) >= _MAX_BALANCE:
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be smaller than 10^13 in absolute value.")
+    return number.quantize(Decimal("0.01"))
+
+
+def _created_at(value: Any) -> dt.datetime:
+    _require(value)
+    if not isinstance(value, str):
+        raise _FieldError(FailureReason.INVALID_DATETIME, "Must be an ISO-8601 date-time string.")
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _FieldError(FailureReason.INVALID_DATETIME, "Must be an ISO-8601 date-time.") from None
+    if moment.tzinfo is None:
+        raise _FieldError(FailureReason.INVALID_DATETIME, "Must carry a time zone (for example a trailing Z).")
+    return moment.astimezone(dt.UTC)
+
+
+_CHECKS = (
+    ("customer_id", _customer_id),
+    ("first_name", _name),
+    ("last_name", _name),
+    ("email", _email),
+    ("phone", _optional_text(20)),
+    ("address", _optional_text(1000, multiline=True)),
+    ("date_of_birth", _date_of_birth),
+    ("account_balance", _account_balance),
+    ("created_at", _created_at),
+)

@@ -1,0 +1,111 @@
+"""HTTP doors onto the pipeline: start, resume and read runs and their failures."""
+
+from customers.pagination import PageLimitPagination
+from customers.permissions import ViewModelPermission
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion import runs, tasks
+from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
+from ingestion.permissions import CanStartIngestion
+from ingestion.serializers import IngestFailureSerializer, IngestRequestSerializer, IngestRunSerializer
+
+_CONFLICT = inline_serializer(
+    "ActiveRunConflict",
+    {"detail": serializers.CharField(), "active_run": IngestRunSerializer(allow_null=True)},
+)
+_ERROR = inline_serializer("IngestError", {"detail": serializers.CharField()})
+
+
+def _accepted(request, run: IngestRun, wait: int | None) -> Response:
+    """202 with Location, or 200 with the finished run when the caller chose to wait."""
+    if wait:
+        run = runs.wait_for_run(run.pk, timeout=min(wait, settings.INGESTION_MAX_WAIT_SECONDS))
+    body = IngestRunSerializer(run).data
+    if run.status in ACTIVE_STATUSES:
+        location = reverse("ingest-run-detail", kwargs={"pk": run.pk})
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+    return Response(body, status=status.HTTP_200_OK)
+
+
+def _conflict(refused: runs.RunAlreadyActive) -> Response:
+    active = IngestRunSerializer(refused.active).data if refused.active else None
+    return Response({"detail": str(refused), "active_run": active}, status=status.HTTP_409_CONFLICT)
+
+
+class IngestView(APIView):
+    """POST /api/ingest: queue an ingestion run (one at a time)."""
+
+    permission_classes = [CanStartIngestion]
+    throttle_scope = "ingest"
+
+    @extend_schema(
+        parameters=[IngestRequestSerializer],
+        request=None,
+        responses={
+            200: OpenApiResponse(IngestRunSerializer, description="Finished within `wait` seconds."),
+            202: OpenApiResponse(IngestRunSerializer, description="Queued or running; see the Location header."),
+            400: OpenApiResponse(description="Invalid query parameter."),
+            409: OpenApiResponse(_CONFLICT, description="Another run is queued or running."),
+        },
+    )
+    def post(self, request):
+        params = IngestRequestSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        try:
+            run = tasks.start_in_background(
+                trigger=RunTrigger.API,
+                page_size=params.validated_data.get("page_size"),
+                dry_run=params.validated_data["dry_run"],
+            )
+        except runs.RunAlreadyActive as refused:
+            return _conflict(refused)
+        return _accepted(request, run, params.validated_data.get("wait"))
+
+
+class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Runs, newest first, with their failures; failed or abandoned runs can be resumed."""
+
+    queryset = IngestRun.objects.order_by("-id")
+    serializer_class = IngestRunSerializer
+    pagination_class = PageLimitPagination
+    permission_classes = [ViewModelPermission]
+    filter_backends = []
+    throttle_scope = "reads"
+
+    def get_permissions(self):
+        if self.action == "resume":
+            return [CanStartIngestion()]
+        return super().get_permissions()
+
+    @extend_schema(responses=IngestFailureSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=IngestFailureSerializer)
+    def failures(self, request, pk=None):
+        run = self.get_object()
+        if not request.user.has_perm("ingestion.view_ingestfailure"):
+            self.permission_denied(request, message="Viewing failures needs the 'view ingest failure' permission.")
+        page = self.paginate_queryset(IngestFailure.objects.filter(run=run).order_by("position"))
+        return self.get_paginated_response(IngestFailureSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("wait", int, description="Seconds to wait for the run to finish (0-3600).")],
+        responses={200: IngestRunSerializer, 202: IngestRunSerializer, 404: _ERROR, 409: _CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        params = IngestRequestSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        run = self.get_object()
+        try:
+            run = tasks.resume_in_background(run.pk)
+        except runs.RunAlreadyActive as refused:
+            return _conflict(refused)
+        except runs.RunRefused as refused:
+            return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
+        return _accepted(request, run, params.validated_data.get("wait"))

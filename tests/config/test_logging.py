@@ -1,0 +1,152 @@
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from config.logging import JsonFormatter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def log():
+    """A logger writing through JsonFormatter; returns (logger, a function giving the lines as dicts)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    yield logger, lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def test_a_record_is_one_json_object_with_time_level_logger_message_and_safe_extras(log):
+    logger, lines = log
+
+    logger.warning("upstream retry", extra={"run_id": 7, "page": 3, "attempt": 2, "reason": "timeout"})
+
+    [line] = lines()
+    assert line.pop("time").endswith("Z")
+    assert line == {
+        "level": "WARNING",
+        "logger": "tests.json",
+        "message": "upstream retry",
+        "run_id": 7,
+        "page": 3,
+        "attempt": 2,
+        "reason": "timeout",
+    }
+
+
+def test_time_is_iso_8601_utc(log):
+    logger, lines = log
+
+    logger.info("run started")
+
+    [line] = lines()
+    assert line["time"][10] == "T"
+    assert line["time"].endswith("Z")
+
+
+def test_extras_off_the_allowlist_never_reach_the_line(log):
+    logger, lines = log
+
+    logger.info("batch committed", extra={"run_id": 1, "email": "ada@example.com", "phone": "+44 20 7946 0000"})
+
+    [line] = lines()
+    assert line["run_id"] == 1
+    assert "email" not in line
+    assert "phone" not in line
+    assert "ada@example.com" not in json.dumps(line)
+
+
+def test_an_exception_is_formatted_into_the_line(log):
+    logger, lines = log
+
+    try:
+        raise ValueError("page 4 is not JSON")
+    except ValueError:
+        logger.exception("run crashed", extra={"run_id": 9})
+
+    [line] = lines()
+    assert line["level"] == "ERROR"
+    assert line["exception"].startswith("Traceback")
+    assert "ValueError: page 4 is not JSON" in line["exception"]
+
+
+def test_a_value_json_cannot_encode_is_written_as_text(log):
+    logger, lines = log
+    job_id = uuid.uuid4()
+
+    logger.info("job skipped", extra={"job_id": job_id})
+
+    [line] = lines()
+    assert line["job_id"] == str(job_id)
+
+
+def _django_process(code: str, **environ: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PROMETHEUS_"))}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DJANGO_SECRET_KEY": "x" * 60,
+        # Logging needs no database; nothing connects to this one.
+        "DATABASE_URL": "postgres://unused@127.0.0.1:1/unused",
+        **environ,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+LOG_A_BATCH = (
+    "import logging; logging.getLogger('ingestion.pipeline').info("
+    "'batch committed', extra={'run_id': 5, 'page': 2, 'inserted': 100, 'email': 'ada@example.com'})"
+)
+
+
+def test_production_settings_log_json_lines_to_stdout():
+    result = _django_process(LOG_A_BATCH)
+
+    assert result.returncode == 0, result.stderr
+    [line] = [json.loads(text) for text in result.stdout.splitlines()]
+    assert line["logger"] == "ingestion.pipeline"
+    assert (line["message"], line["run_id"], line["page"], line["inserted"]) == ("batch committed", 5, 2, 100)
+    assert "ada@example.com" not in result.stdout
+
+
+def test_plain_format_can_be_asked_for():
+    result = _django_process(LOG_A_BATCH, DJANGO_LOG_FORMAT="plain")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("INFO ingestion.pipeline batch committed")
+
+
+def test_debug_defaults_to_plain_text():
+    result = _django_process(
+        "from django.conf import settings; print(settings.LOG_FORMAT)", DJANGO_DEBUG="true", DJANGO_HTTPS="false"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "plain"
+
+
+@pytest.mark.parametrize(("name", "value"), [("DJANGO_LOG_FORMAT", "xml"), ("DJANGO_LOG_LEVEL", "LOUD")])
+def test_unknown_log_format_or_level_is_refused_with_the_variable_name(name, value):
+    result = _django_process("", **{name: value})
+
+    assert result.returncode != 0
+    assert f"{name} must be" in result.stderr

@@ -1,0 +1,304 @@
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import OperationalError, connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingestion.models import IngestRun, RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def scrape(client) -> dict[tuple[str, frozenset], float]:
+    """GET /metrics as {(sample name, labels): value}."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return parse(response.content.decode())
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def make_run(status, *, started=None, finished=None, **fields) -> IngestRun:
+    return IngestRun.objects.create(
+        status=status,
+        trigger="command",
+        source_url="http://upstream.test",
+        page_size=100,
+        started_at=started,
+        finished_at=finished,
+        **fields,
+    )
+
+
+@pytest.fixture
+def runs(db):
+    succeeded = make_run(
+        RunStatus.SUCCEEDED,
+        started=T0,
+        finished=T0 + timedelta(seconds=30),
+        fetched=100,
+        inserted=90,
+        updated=4,
+        unchanged=1,
+        invalid=2,
+        conflicts=2,
+        duplicates=1,
+        retries=2,
+        retries_by_reason={"server_error": 2},
+    )
+    failed = make_run(
+        RunStatus.FAILED,
+        started=T0 + timedelta(minutes=5),
+        finished=T0 + timedelta(minutes=5, seconds=12),
+        fetched=10,
+        inserted=10,
+        retries=6,
+        retries_by_reason={"server_error": 1, "timeout": 5},
+    )
+    dry = make_run(
+        RunStatus.SUCCEEDED, started=T0, finished=T0 + timedelta(seconds=3), dry_run=True, fetched=7, inserted=7
+    )
+    running = make_run(RunStatus.RUNNING, started=T0 + timedelta(minutes=10), fetched=50, inserted=50)
+    return succeeded, failed, dry, running
+
+
+# --- Ingestion metrics, read from the database -------------------------------------
+
+
+def test_runs_are_counted_by_status_including_statuses_with_none(client, runs):
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_runs", status="succeeded") == 2
+    assert value(samples, "ingestion_runs", status="failed") == 1
+    assert value(samples, "ingestion_runs", status="running") == 1
+    assert samples[("ingestion_runs", frozenset({("status", "abandoned")}))] == 0
+
+
+def test_records_are_summed_over_runs_by_outcome_with_dry_runs_apart(client, runs):
+    samples = scrape(client)
+
+    def records(outcome, dry_run="false"):
+        return value(samples, "ingestion_records_total", outcome=outcome, dry_run=dry_run)
+
+    assert records("inserted") == 90 + 10 + 50
+    assert (records("updated"), records("unchanged"), records("invalid")) == (4, 1, 2)
+    assert (records("conflicts"), records("duplicates")) == (2, 1)
+    assert records("inserted", dry_run="true") == 7
+    assert records("updated", dry_run="true") == 0
+
+
+def test_upstream_retries_are_summed_by_reason_and_every_known_reason_is_present(client, runs):
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_upstream_retries_total", reason="server_error") == 3
+    assert value(samples, "ingestion_upstream_retries_total", reason="timeout") == 5
+    assert ("ingestion_upstream_retries_total", frozenset({("reason", "rate_limited")})) in samples
+
+
+def test_last_success_and_durations_come_from_finished_runs(client, runs):
+    samples = scrape(client)
+
+    # By finished_at, not by id: the dry run was created last but finished before the other success.
+    assert value(samples, "ingestion_last_success_timestamp_seconds") == (T0 + timedelta(seconds=30)).timestamp()
+    # The failed run finished last.
+    assert value(samples, "ingestion_last_run_duration_seconds") == 12
+    assert value(samples, "ingestion_run_duration_seconds_count") == 3
+    assert value(samples, "ingestion_run_duration_seconds_sum") == 30 + 12 + 3
+    assert value(samples, "ingestion_metrics_up") == 1
+
+
+def test_without_runs_every_ingestion_metric_is_zero(client, db):
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_runs", status="succeeded") == 0
+    assert value(samples, "ingestion_records_total", outcome="inserted", dry_run="false") == 0
+    assert value(samples, "ingestion_last_success_timestamp_seconds") == 0
+    assert value(samples, "ingestion_last_run_duration_seconds") == 0
+    assert value(samples, "ingestion_run_duration_seconds_count") == 0
+
+
+def test_scrape_cost_does_not_grow_with_the_number_of_runs(client, runs, django_assert_max_num_queries):
+    for minute in range(20, 40):
+        started = T0 + timedelta(minutes=minute)
+        make_run(RunStatus.FAILED, started=started, finished=started, retries_by_reason={"malformed": 1})
+
+    with django_assert_max_num_queries(3):
+        samples = scrape(client)
+
+    assert value(samples, "ingestion_upstream_retries_total", reason="malformed") == 20
+
+
+def test_request_metrics_survive_a_database_outage(client, db, monkeypatch):
+    def unavailable():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("config.metrics._read_runs", unavailable)
+    client.get("/api/health")
+
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_metrics_up") == 0
+    assert value(samples, "http_requests_total", method="GET", route="health", status="200") >= 1
+
+
+# --- The endpoint --------------------------------------------------------------------
+
+
+def test_metrics_is_open_to_scrapers_and_never_cached(client, db):
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_metrics_answers_get_only(client, db):
+    assert client.post("/metrics").status_code == 405
+
+
+# --- API request metrics --------------------------------------------------------------
+
+
+def test_a_request_is_counted_by_method_route_and_status_and_timed(client, db):
+    labels = {"method": "GET", "route": "health"}
+    before = scrape(client)
+
+    client.get("/api/health")
+
+    after = scrape(client)
+
+    def increase(name, **more):
+        return value(after, name, **labels, **more) - value(before, name, **labels, **more)
+
+    assert increase("http_requests_total", status="200") == 1
+    assert increase("http_request_duration_seconds_count") == 1
+    assert increase("http_request_duration_seconds_bucket", le="+Inf") == 1
+
+
+def test_route_is_the_url_pattern_name_never_the_path(client, db):
+    client.get("/api/ingest/runs/424242")
+    client.get("/no/such/page/ada@example.com")
+
+    body = client.get("/metrics").content.decode()
+
+    assert 'route="ingest-run-detail"' in body
+    assert 'route="unresolved",status="404"' in body
+    assert "424242" not in body
+    assert "ada@example.com" not in body
+
+
+def test_made_up_methods_share_one_label_value(client, db):
+    client.generic("BREW", "/api/health")
+
+    samples = scrape(client)
+
+    assert value(samples, "http_requests_total", method="other", route="health", status="405") >= 1
+
+
+# --- Several processes ---------------------------------------------------------------
+
+ONE_REQUEST = """
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+assert Client().get("/api/health").status_code == 200
+"""
+
+
+def _environment(**environ: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PROMETHEUS_"))}
+    return env | {"DJANGO_SETTINGS_MODULE": "config.settings.test", **environ}
+
+
+def test_multiprocess_mode_merges_the_request_counts_of_every_process(client, db, settings, tmp_path):
+    # /api/health needs no database; nothing connects to this one.
+    env = _environment(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), DATABASE_URL="postgres://unused@127.0.0.1:1/unused")
+    workers = [
+        subprocess.Popen([sys.executable, "-c", ONE_REQUEST], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=120)
+        assert worker.returncode == 0, errors
+    settings.METRICS_MULTIPROC_DIR = str(tmp_path)
+
+    samples = scrape(client)
+
+    labels = {"method": "GET", "route": "health"}
+    assert value(samples, "http_requests_total", status="200", **labels) == 2
+    assert value(samples, "http_request_duration_seconds_count", **labels) == 2
+    assert value(samples, "ingestion_metrics_up") == 1
+
+
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"]
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_gunicorn_workers_all_report_the_same_server_wide_counts(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    listener = socket.create_server(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    env = _environment(
+        DJANGO_SECRET_KEY="x" * 60,
+        DJANGO_HTTPS="false",
+        DATABASE_URL=_test_database_url(),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        GUNICORN_WORKERS="3",
+        GUNICORN_THREADS="1",
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+    )
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier server")
+    # gunicorn binds to the socket made here, so there is no race for a free port.
+    server = subprocess.Popen(
+        [*GUNICORN, "--bind", f"fd://{listener.fileno()}", "--log-level", "warning", "--access-logfile", "/dev/null"],
+        cwd=ROOT,
+        env=env,
+        pass_fds=[listener.fileno()],
+    )
+    listener.close()
+    try:
+        _wait_until_up(base_url)
+        for _ in range(30):
+            assert requests.get(f"{base_url}/api/health", timeout=5).status_code == 200
+
+        scrapes = [parse(requests.get(f"{base_url}/metrics", timeout=5).text) for _ in range(6)]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    for samples in scrapes:
+        # 30 counted requests plus the one that found the server up, whichever worker answers.
+        assert value(samples, "http_requests_total", method="GET", route="health", status="200") == 31
+    assert not (metrics_dir / "counter_1.db").exists()
+
+
+def _wait_until_up(base_url: str) -> None:
+    # The socket listens already: this one request waits in its backlog for a worker.
+    assert requests.get(f"{base_url}/api/health", timeout=60).status_code == 200

@@ -1,0 +1,116 @@
+import stat
+from pathlib import Path
+
+import pytest
+
+from config.stack import (
+    StackError,
+    admin_path,
+    banner,
+    child_environment,
+    parse_key_values,
+    secret_key,
+    services,
+)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _env(tmp_path: Path, **environ: str) -> dict[str, str]:
+    return child_environment(environ, local_dir=tmp_path / ".local")
+
+
+def test_secret_key_is_created_once_private_and_reused(tmp_path):
+    local_dir = tmp_path / ".local"
+
+    first = secret_key(local_dir)
+    second = secret_key(local_dir)
+
+    assert first == second
+    assert len(first) >= 50
+    assert _mode(local_dir / "secret_key") == 0o600
+    assert _mode(local_dir) == 0o700
+
+
+def test_empty_secret_key_file_is_replaced_and_made_private(tmp_path):
+    local_dir = tmp_path / ".local"
+    local_dir.mkdir()
+    (local_dir / "secret_key").write_text("\n")
+    (local_dir / "secret_key").chmod(0o644)
+
+    key = secret_key(local_dir)
+
+    assert key
+    assert (local_dir / "secret_key").read_text().strip() == key
+    assert _mode(local_dir / "secret_key") == 0o600
+
+
+def test_environment_reuses_the_stored_key_and_creates_no_file_when_one_is_given(tmp_path):
+    assert _env(tmp_path)["DJANGO_SECRET_KEY"] == _env(tmp_path)["DJANGO_SECRET_KEY"]
+
+    given = child_environment({"DJANGO_SECRET_KEY": "given"}, local_dir=tmp_path / "other")
+    assert given["DJANGO_SECRET_KEY"] == "given"
+    assert not (tmp_path / "other").exists()
+
+
+def test_defaults_serve_plain_http_on_the_usual_ports(tmp_path):
+    env = _env(tmp_path)
+
+    assert env["DJANGO_HTTPS"] == "false"
+    assert env["API_PORT"] == "8000"
+    assert env["MOCKSOURCE_PORT"] == "5000"
+    assert env["INGESTION_SOURCE_URL"] == "http://127.0.0.1:5000"
+    assert env["MOCKSOURCE_DATASET"] == "data/customers.jsonl"
+
+
+def test_ports_override_the_binds_and_the_source_url(tmp_path):
+    env = _env(tmp_path, API_PORT="8100", MOCKSOURCE_PORT="5100")
+    by_name = {service.name: service for service in services(env)}
+
+    assert env["INGESTION_SOURCE_URL"] == "http://127.0.0.1:5100"
+    assert "127.0.0.1:8100" in by_name["web"].argv
+    assert "127.0.0.1:5100" in by_name["mocksource"].argv
+    assert by_name["web"].health_url == "http://127.0.0.1:8100/api/health"
+    assert by_name["mocksource"].health_url == "http://127.0.0.1:5100/api/health"
+
+
+def test_explicit_values_are_kept(tmp_path):
+    env = _env(tmp_path, DJANGO_HTTPS="true", INGESTION_SOURCE_URL="http://upstream.test", MOCKSOURCE_DATASET="d.jsonl")
+
+    assert env["DJANGO_HTTPS"] == "true"
+    assert env["INGESTION_SOURCE_URL"] == "http://upstream.test"
+    assert env["MOCKSOURCE_DATASET"] == "d.jsonl"
+
+
+@pytest.mark.parametrize("value", ["http", "0", "70000", "-1"])
+def test_a_bad_port_is_refused_with_the_variable_name(tmp_path, value):
+    with pytest.raises(StackError, match="API_PORT must be a port number"):
+        _env(tmp_path, API_PORT=value)
+
+
+def test_only_mocksource_runs_without_the_database_url(tmp_path):
+    env = _env(tmp_path, DATABASE_URL="postgres://u@db/x")
+
+    by_name = {service.name: service for service in services(env)}
+
+    assert "DATABASE_URL" not in by_name["mocksource"].env
+    assert by_name["web"].env["DATABASE_URL"] == "postgres://u@db/x"
+    assert by_name["worker"].env["DATABASE_URL"] == "postgres://u@db/x"
+    assert [service.name for service in services(env)] == ["mocksource", "web", "worker"]
+
+
+def test_admin_path_defaults_like_the_settings():
+    assert admin_path({}) == "/admin/"
+    assert admin_path({"DJANGO_ADMIN_URL": " staff-console/ "}) == "/staff-console/"
+
+
+def test_create_api_token_output_is_parsed_into_the_banner(tmp_path):
+    account = parse_key_values("username: demo\npassword: pa-ss\ntoken: abc123\n")
+    text = banner(_env(tmp_path, API_PORT="8100"), account)
+
+    assert account == {"username": "demo", "password": "pa-ss", "token": "abc123"}
+    assert "curl -H 'Authorization: Token abc123' http://127.0.0.1:8100/api/customers" in text
+    assert "curl -X POST -H 'Authorization: Token abc123' 'http://127.0.0.1:8100/api/ingest?wait=60'" in text
+    assert "http://127.0.0.1:8100/admin/" in text

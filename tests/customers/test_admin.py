@@ -1,0 +1,86 @@
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from customers.admin import SOURCE_NOTICE
+from tests.customers.factories import create_customer, create_customers
+
+CHANGELIST = reverse("admin:customers_customer_changelist")
+
+
+@pytest.fixture
+def admin_client(db):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    return client
+
+
+@pytest.mark.parametrize("params", [{}, {"updated": "yes"}, {"updated": "no"}, {"o": "5"}])
+def test_changelist_renders_with_bounded_queries(admin_client, django_assert_max_num_queries, params):
+    create_customers(120)
+
+    with django_assert_max_num_queries(8):
+        response = admin_client.get(CHANGELIST, params)
+
+    assert response.status_code == 200
+
+
+def test_changelist_is_newest_first(admin_client):
+    customers = create_customers(3)
+
+    content = admin_client.get(CHANGELIST).content.decode()
+
+    positions = [content.index(str(c.customer_id)) for c in customers]
+    assert positions == sorted(positions, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("term", "found"),
+    [
+        ("customer_id", True),
+        ("Ada.Lovelace@EXAMPLE.com", True),
+        ("love", True),
+        ("ada love", True),
+        ("ada@example", False),
+        ("hopper", False),
+    ],
+)
+def test_search_by_id_email_or_name(admin_client, django_assert_max_num_queries, term, found):
+    create_customers(5)
+    ada = create_customer(first_name="Ada", last_name="Lovelace", email="ada.lovelace@example.com")
+    term = str(ada.customer_id) if term == "customer_id" else term
+
+    with django_assert_max_num_queries(8):
+        response = admin_client.get(CHANGELIST, {"q": term})
+
+    assert response.status_code == 200
+    assert (str(ada.customer_id) in response.content.decode()) is found
+    assert response.context["cl"].result_count == (1 if found else 0)
+
+
+def test_change_page_is_read_only_with_the_ingestion_notice(admin_client, django_assert_max_num_queries):
+    customer = create_customer()
+    url = reverse("admin:customers_customer_change", args=[customer.pk])
+
+    with django_assert_max_num_queries(8):
+        response = admin_client.get(url)
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert SOURCE_NOTICE in content
+    assert 'name="email"' not in content  # no input: read-only
+    assert customer.email in content
+    assert 'name="_save"' not in content
+
+
+def test_rows_cannot_be_added_changed_or_deleted(admin_client):
+    customer = create_customer()
+
+    assert admin_client.get(reverse("admin:customers_customer_add")).status_code == 403
+    assert admin_client.get(reverse("admin:customers_customer_delete", args=[customer.pk])).status_code == 403
+    response = admin_client.post(reverse("admin:customers_customer_change", args=[customer.pk]), {"email": "x@y.z"})
+    assert response.status_code == 403
+    customer.refresh_from_db()
+    assert customer.email != "x@y.z"

@@ -1,0 +1,301 @@
+import json
+import re
+import uuid
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.settings import api_settings
+from rest_framework.test import APIClient
+
+from customers import pagination
+from tests.customers.factories import create_customer, create_customers
+
+URL = "/api/customers"
+RECORD_KEYS = [
+    "customer_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address",
+    "date_of_birth",
+    "account_balance",
+    "created_at",
+    "updated_at",
+]
+
+
+def _detail_url(customer) -> str:
+    return f"{URL}/{customer.customer_id}"
+
+
+# --- Records ----------------------------------------------------------------------
+
+
+def test_detail_returns_exactly_the_public_fields_in_upstream_format(reader_client):
+    customer = create_customer(
+        first_name="Ada",
+        last_name="Lovelace",
+        email="ada@example.com",
+        phone="+44 20 7946 0000",
+        address="12 St James's Square, London",
+        date_of_birth=datetime(1815, 12, 10, tzinfo=UTC).date(),
+        account_balance=Decimal("10.50"),
+        created_at=datetime(2024, 1, 10, 17, 7, 1, tzinfo=UTC),
+        updated_at=datetime(2024, 2, 1, 8, 0, 0, 999_999, tzinfo=UTC),
+    )
+
+    response = reader_client.get(_detail_url(customer))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert list(response.json()) == RECORD_KEYS
+    assert response.json() == {
+        "customer_id": str(customer.customer_id),
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0000",
+        "address": "12 St James's Square, London",
+        "date_of_birth": "1815-12-10",
+        "account_balance": 10.5,
+        "created_at": "2024-01-10T17:07:01Z",
+        "updated_at": "2024-02-01T08:00:00Z",
+    }
+    # The raw JSON carries the balance as a number with both decimals.
+    assert '"account_balance":10.50,' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("balance", "literal"),
+    [("0.00", "0.00"), ("-3.10", "-3.10"), ("1234567890123.45", "1234567890123.45"), ("7", "7.00")],
+)
+def test_balance_is_a_json_number_with_two_decimals(reader_client, balance, literal):
+    customer = create_customer(account_balance=Decimal(balance))
+
+    raw = reader_client.get(_detail_url(customer)).content.decode()
+
+    assert f'"account_balance":{literal},' in raw
+    assert json.loads(raw, parse_float=Decimal)["account_balance"] == Decimal(balance)
+
+
+def test_nullable_fields_are_null(reader_client):
+    customer = create_customer(phone=None, address=None, date_of_birth=None, account_balance=None)
+
+    body = reader_client.get(_detail_url(customer)).json()
+
+    assert [body[key] for key in ("phone", "address", "date_of_birth", "account_balance", "updated_at")] == [None] * 5
+
+
+def test_timestamps_are_utc_with_z_in_list(reader_client):
+    create_customers(3)
+
+    body = reader_client.get(URL).json()
+
+    for row in body["data"]:
+        assert list(row) == RECORD_KEYS
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["created_at"])
+    assert "seq" not in json.dumps(body) and "ingested_at" not in json.dumps(body)
+
+
+def test_list_balances_keep_two_decimals(reader_client):
+    create_customers(2)  # balances 11.50 and 12.50
+
+    raw = reader_client.get(URL).content.decode()
+
+    assert raw.count('"account_balance":11.50,') == 1
+    assert raw.count('"account_balance":12.50,') == 1
+
+
+# --- Not found --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("customer_id", [str(uuid.uuid4()), "not-a-uuid", "123", "0" * 40])
+def test_unknown_or_malformed_id_is_a_json_404(reader_client, customer_id):
+    create_customer()
+
+    response = reader_client.get(f"{URL}/{customer_id}")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"}
+
+
+def test_detail_ignores_list_filters(reader_client):
+    customer = create_customer()
+
+    response = reader_client.get(_detail_url(customer), {"email": "someone-else@example.com", "ordering": "bogus"})
+
+    assert response.status_code == 200
+
+
+# --- Authentication and permission ------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", [URL, f"{URL}/{uuid.uuid4()}"])
+def test_anonymous_is_401_with_a_token_challenge(path):
+    response = APIClient().get(path)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+@pytest.mark.django_db
+def test_a_bad_token_is_401():
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+
+    assert client.get(URL).status_code == 401
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", [URL, f"{URL}/{uuid.uuid4()}"])
+def test_authenticated_without_view_permission_is_403(path):
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("nobody"))
+
+    response = client.get(path)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "You do not have permission to perform this action."}
+
+
+@pytest.mark.django_db
+def test_session_login_with_permission_can_read(reader):
+    client = APIClient()
+    client.force_login(reader)
+
+    assert client.get(URL).status_code == 200
+
+
+def test_the_api_is_read_only(reader_client):
+    customer = create_customer()
+    superuser = APIClient()
+    superuser.force_authenticate(User.objects.create_superuser("root"))
+
+    # Writing needs add/delete permissions a reader lacks; and there is no write endpoint at all.
+    assert reader_client.post(URL, {}).status_code == 403
+    assert superuser.post(URL, {}).status_code == 405
+    assert superuser.delete(_detail_url(customer)).status_code == 405
+
+
+# --- Query counts -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"ordering": "-created_at"}, {"search": "first", "updated_since": "2000-01-01"}]
+)
+@pytest.mark.parametrize("limit", [1, 100])
+def test_list_queries_are_bounded_whatever_the_page_size(reader_client, django_assert_max_num_queries, params, limit):
+    create_customers(120)
+
+    # Token, the user's permissions (2), total, page.
+    with django_assert_max_num_queries(5):
+        response = reader_client.get(URL, {**params, "limit": limit})
+
+    assert response.status_code == 200
+
+
+def test_unfiltered_list_reads_max_seq_and_a_seq_range(reader_client, django_assert_max_num_queries):
+    create_customers(30)
+
+    with django_assert_max_num_queries(5) as captured:
+        body = reader_client.get(URL, {"page": 2, "limit": 10}).json()
+
+    sql = [query["sql"] for query in captured.captured_queries]
+    assert any('MAX("customers_customer"."seq")' in q for q in sql)
+    assert not any("COUNT(" in q or "OFFSET" in q for q in sql)
+    assert body["total"] == 30
+    assert [row["first_name"] for row in body["data"]] == [f"First{n}" for n in range(11, 21)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_list_queries_are_bounded_with_the_snapshot_transaction(reader_client, django_assert_max_num_queries):
+    create_customers(30)
+
+    # Token, permissions (2), then BEGIN, SET TRANSACTION, total, page, COMMIT.
+    with django_assert_max_num_queries(8) as captured:
+        response = reader_client.get(URL, {"search": "first"})
+
+    assert response.status_code == 200
+    sql = [query["sql"] for query in captured.captured_queries]
+    assert "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY" in sql
+
+
+@pytest.mark.skipif(BrowsableAPIRenderer not in api_settings.DEFAULT_RENDERER_CLASSES, reason="API_BROWSABLE is off")
+def test_browsable_api_renders(reader_client):
+    create_customers(3)
+
+    response = reader_client.get(URL, HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert "Customer List" in response.content.decode()
+
+
+def test_detail_queries_are_bounded(reader_client, django_assert_max_num_queries):
+    customer = create_customer()
+
+    with django_assert_max_num_queries(4):
+        assert reader_client.get(_detail_url(customer)).status_code == 200
+
+
+# --- One snapshot for total and data ----------------------------------------------
+
+INSERT_SQL = """
+    INSERT INTO customers_customer (customer_id, first_name, last_name, email, created_at, seq, ingested_at)
+    SELECT gen_random_uuid(), 'First', 'Late' || n, 'late' || n || '@example.com', now(), n, now()
+    FROM generate_series(%s, %s) AS n
+"""
+
+
+def _insert_and_commit_elsewhere(first_seq: int, last_seq: int) -> None:
+    """Insert customers on another connection and commit, as a concurrent ingestion would."""
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(INSERT_SQL, [first_seq, last_seq])
+    finally:
+        other.close()
+
+
+def _read_page_with_insert_between_total_and_rows(client, params):
+    original = pagination.SeqRangePagination.get_page_rows
+
+    def insert_then_read(self, *args, **kwargs):
+        _insert_and_commit_elsewhere(6, 8)
+        return original(self, *args, **kwargs)
+
+    with mock.patch.object(pagination.SeqRangePagination, "get_page_rows", insert_then_read):
+        return client.get(URL, {**params, "limit": 100}).json()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("params", [{}, {"search": "first"}], ids=["seq-range", "count-offset"])
+def test_total_and_rows_come_from_one_snapshot(reader_client, params):
+    create_customers(5)
+
+    body = _read_page_with_insert_between_total_and_rows(reader_client, params)
+
+    assert body["total"] == len(body["data"]) == 5
+    # The insert did commit: the next read sees it.
+    assert reader_client.get(URL, {**params, "limit": 100}).json()["total"] == 8
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("params", [{}, {"search": "first"}], ids=["seq-range", "count-offset"])
+def test_without_the_snapshot_the_race_shows(reader_client, params):
+    """Guards the test above: it would catch a page read outside one snapshot."""
+    create_customers(5)
+
+    with mock.patch.object(pagination, "read_only_snapshot", lambda using: nullcontext()):
+        body = _read_page_with_insert_between_total_and_rows(reader_client, params)
+
+    assert (body["total"], len(body["data"])) == (5, 8)

@@ -1,0 +1,80 @@
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def _run(*args: str) -> dict[str, str]:
+    """Run the command and parse its `key: value` lines."""
+    out = StringIO()
+    call_command("create_api_token", *args, stdout=out)
+    return dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+
+
+def test_new_user_gets_a_working_password_and_its_token():
+    output = _run("alice")
+
+    user = User.objects.get(username="alice")
+    assert output["username"] == "alice"
+    assert output["token"] == Token.objects.get(user=user).key
+    assert authenticate(username="alice", password=output["password"]) == user
+    assert not user.is_staff
+    assert not user.is_superuser
+
+
+def test_existing_user_keeps_its_password_and_token_and_none_is_printed():
+    first = _run("alice")
+    second = _run("alice")
+
+    assert "password" not in second
+    assert second["token"] == first["token"]
+    assert User.objects.filter(username="alice").count() == 1
+    assert authenticate(username="alice", password=first["password"]) is not None
+
+
+def test_superuser_flag_makes_a_staff_superuser():
+    _run("root-like", "--superuser")
+
+    user = User.objects.get(username="root-like")
+    assert user.is_superuser
+    assert user.is_staff
+
+
+def test_staff_flag_grants_exactly_the_pipeline_permissions():
+    _run("operator", "--staff")
+
+    user = User.objects.get(username="operator")
+    assert user.is_staff
+    assert not user.is_superuser
+    assert set(user.get_all_permissions()) == {
+        "customers.view_customer",
+        "ingestion.view_ingestrun",
+        "ingestion.view_ingestfailure",
+        "ingestion.start_ingestion",
+    }
+
+
+def test_staff_flag_on_an_existing_user_grants_without_a_new_password():
+    _run("bob")
+    output = _run("bob", "--staff")
+
+    assert "password" not in output
+    assert User.objects.get(username="bob").has_perm("ingestion.start_ingestion")
+
+
+def test_superuser_and_staff_together_are_refused():
+    with pytest.raises(CommandError):
+        call_command("create_api_token", "carol", "--superuser", "--staff", stdout=StringIO())
+
+
+@pytest.mark.parametrize("username", ["", "has space", "semi;colon", "x" * 151])
+def test_invalid_username_is_refused_with_a_sentence_and_creates_nothing(username):
+    with pytest.raises(CommandError, match="is not a valid username"):
+        call_command("create_api_token", username, stdout=StringIO())
+    assert not User.objects.exists()

@@ -1,0 +1,56 @@
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from customers import selectors
+from customers.models import Customer
+from tests.customers.factories import build_customer, create_customer, create_customers
+
+pytestmark = pytest.mark.django_db
+
+
+def test_email_is_unique_ignoring_case():
+    create_customer(email="Ada@Example.com")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        create_customer(email="ada@example.COM")
+
+
+def test_seq_is_unique():
+    create_customer()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Customer.objects.bulk_create([build_customer(1)])
+
+
+def test_default_order_is_seq():
+    customers = create_customers(3)
+
+    assert list(Customer.objects.for_listing()) == customers
+
+
+def test_str_names_the_customer():
+    customer = create_customer(first_name="Ada", last_name="Lovelace")
+
+    assert str(customer) == f"Ada Lovelace ({customer.customer_id})"
+
+
+def _plan(queryset) -> str:
+    """The plan with sequential scans discouraged: shows whether an index can serve the query at all."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    return queryset.explain()
+
+
+@pytest.mark.parametrize(
+    ("queryset", "index"),
+    [
+        (lambda qs: selectors.matching_name(qs, "lovelace"), "customer_last_name_trgm"),
+        (lambda qs: selectors.matching_name(qs, "lovelace"), "customer_first_name_trgm"),
+        (lambda qs: selectors.matching_name(qs, "a"), "customer_first_name_trgm"),
+        (lambda qs: selectors.with_email(qs, "ADA@example.com"), "customer_email_ci_unique"),
+    ],
+)
+def test_searches_can_use_their_index(queryset, index):
+    create_customers(3)
+
+    assert index in _plan(queryset(Customer.objects.order_by()))

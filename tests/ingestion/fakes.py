@@ -1,0 +1,91 @@
+"""A fake upstream at the HTTP transport: a `requests` adapter serving the page/limit contract.
+
+Only the boundary is fake; everything behind `UpstreamClient` (validation, staging,
+merge, the database) runs for real.
+"""
+
+import io
+import json
+import uuid
+from collections import defaultdict
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from requests.adapters import BaseAdapter
+from urllib3.response import HTTPResponse
+
+NAMESPACE = uuid.UUID("6f1c8a52-3d4e-4b7a-9c0d-2e5f8a1b3c4d")
+
+
+def record(index: int, **overrides) -> dict:
+    """A valid upstream record, deterministic in `index`."""
+    data = {
+        "customer_id": str(uuid.uuid5(NAMESPACE, str(index))),
+        "first_name": f"First{index}",
+        "last_name": f"Last{index}",
+        "email": f"customer{index}@example.com",
+        "phone": f"+1-555-{index:04d}",
+        "address": f"{index} Main Street\nSpringfield",
+        "date_of_birth": "1980-01-31",
+        "account_balance": 100 + index + 0.25,
+        "created_at": "2024-01-10T17:07:01Z",
+    }
+    data.update(overrides)
+    return data
+
+
+def records(count: int, start: int = 0) -> list[dict]:
+    return [record(index) for index in range(start, start + count)]
+
+
+class Reply:
+    """A scripted reply instead of the normal page: status, headers and raw body."""
+
+    def __init__(self, status: int = 200, body: bytes | str = b"", headers: dict | None = None, error=None):
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers = headers or {}
+        self.error = error
+
+
+class FakeUpstream(BaseAdapter):
+    """Serves `records` as pages; `script[page]` holds replies to give before the real page."""
+
+    def __init__(self, records: list, *, script: dict | None = None, total=None):
+        super().__init__()
+        self.records = records
+        self.script = defaultdict(list, {page: list(replies) for page, replies in (script or {}).items()})
+        self.total = total
+        self.calls: list[int] = []
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.mount("http://", self)
+        return session
+
+    def send(self, request, **kwargs):
+        query = parse_qs(urlsplit(request.url).query)
+        page, limit = int(query["page"][0]), int(query["limit"][0])
+        self.calls.append(page)
+        if self.script[page]:
+            reply = self.script[page].pop(0)
+            if reply.error is not None:
+                raise reply.error
+            return self._response(request, reply.status, reply.body, reply.headers)
+        start = (page - 1) * limit
+        total = len(self.records) if self.total is None else self.total(page)
+        body = {"data": self.records[start : start + limit], "total": total, "page": page, "limit": limit}
+        return self._response(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def _response(self, request, status, body, headers):
+        raw = HTTPResponse(body=io.BytesIO(body), headers=headers, status=status, preload_content=False)
+        response = requests.Response()
+        response.status_code = status
+        response.headers = requests.structures.CaseInsensitiveDict(headers)
+        response.raw = raw
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self):
+        pass

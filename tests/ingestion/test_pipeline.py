@@ -1,0 +1,267 @@
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from customers.models import Customer
+from ingestion import runs
+from ingestion.models import IngestFailure, IngestRun
+from tests.ingestion.conftest import counters
+from tests.ingestion.fakes import FakeUpstream, Reply, record, records
+
+pytestmark = pytest.mark.django_db
+
+
+def _xmins() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT customer_id, xmin::text FROM customers_customer")
+        return dict(cursor.fetchall())
+
+
+def test_first_run_inserts_every_record_with_counters_that_add_up(ingest):
+    run = ingest(FakeUpstream(records(250)), page_size=100)
+    assert run.status == "succeeded"
+    assert counters(run) == {
+        "fetched": 250, "inserted": 250, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
+    }  # fmt: skip
+    assert (run.pages_done, run.pages_expected, run.records_expected) == (3, 3, 250)
+    assert Customer.objects.count() == 250
+    customer = Customer.objects.get(customer_id=record(7)["customer_id"])
+    assert customer.email == "customer7@example.com"
+    assert str(customer.account_balance) == "107.25"
+    assert customer.updated_at is None
+    assert customer.address == "7 Main Street\nSpringfield"
+
+
+def test_seq_numbers_rows_densely_in_first_ingestion_order(ingest):
+    ingest(FakeUpstream(records(30)), page_size=7)
+    ingest(FakeUpstream(records(45)), page_size=7)
+    seqs = list(Customer.objects.order_by("seq").values_list("seq", "email"))
+    assert [seq for seq, _ in seqs] == list(range(1, 46))
+    assert [email for _, email in seqs] == [f"customer{i}@example.com" for i in range(45)]
+
+
+def test_rerun_with_unchanged_source_updates_nothing_and_rewrites_no_row(ingest):
+    source = records(120)
+    ingest(FakeUpstream(source))
+    before = _xmins()
+    run = ingest(FakeUpstream(source))
+    assert counters(run)["unchanged"] == 120
+    assert run.inserted == run.updated == 0
+    assert _xmins() == before  # not one row version was written
+    assert not Customer.objects.filter(updated_at__isnull=False).exists()
+
+
+def test_changed_field_updates_the_row_and_keeps_created_at(ingest):
+    source = records(20)
+    ingest(FakeUpstream(source))
+    changed = [dict(r) for r in source]
+    changed[4]["phone"] = "+44 20 7946 0000"
+    changed[4]["created_at"] = "2030-01-01T00:00:00Z"  # the upstream's creation time is kept as first seen
+    run = ingest(FakeUpstream(changed))
+    assert (run.updated, run.unchanged) == (1, 19)
+    customer = Customer.objects.get(customer_id=source[4]["customer_id"])
+    assert customer.phone == "+44 20 7946 0000"
+    assert customer.created_at.isoformat() == "2024-01-10T17:07:01+00:00"
+    assert customer.updated_at is not None
+    assert Customer.objects.filter(updated_at__isnull=False).count() == 1
+
+
+def test_each_bad_record_lands_in_failures_while_the_rest_loads(ingest):
+    source = records(12)
+    source[1]["email"] = "not-an-email"
+    del source[2]["last_name"]
+    source[3]["date_of_birth"] = "1980-13-45"
+    source[4]["account_balance"] = "12,34x"
+    source[5]["phone"] = "+1 555 0100 0200 0300 0400"
+    source[6]["first_name"] = "Nul\x00byte"
+    run = ingest(FakeUpstream(source))
+    assert run.status == "succeeded"
+    assert (run.inserted, run.invalid) == (6, 6)
+    reasons = dict(IngestFailure.objects.filter(run=run).values_list("position", "reason"))
+    assert reasons == {
+        2: "invalid_email", 3: "missing_field", 4: "invalid_date", 5: "invalid_decimal", 6: "too_long",
+        7: "invalid_characters",
+    }  # fmt: skip
+    failure = IngestFailure.objects.get(run=run, position=2)
+    assert failure.customer_id == uuid.UUID(source[1]["customer_id"])
+    assert failure.raw["email"] == "not-an-email"
+    assert failure.errors == {"email": ["Must be a valid email address."]}
+    assert failure.page == 1
+    assert not Customer.objects.filter(email="not-an-email").exists()
+
+
+def test_email_owned_by_another_customer_is_a_conflict_and_the_owner_is_untouched(ingest):
+    ingest(FakeUpstream(records(5)))
+    newcomer = record(100, email="CUSTOMER3@Example.com")
+    run = ingest(FakeUpstream([*records(5), newcomer]))
+    assert (run.unchanged, run.conflicts, run.inserted) == (5, 1, 0)
+    failure = IngestFailure.objects.get(run=run)
+    assert failure.reason == "email_conflict"
+    assert failure.customer_id == uuid.UUID(newcomer["customer_id"])
+    assert failure.conflicting_customer_id == uuid.UUID(record(3)["customer_id"])
+    assert failure.raw["email"] == "CUSTOMER3@Example.com"
+    assert Customer.objects.get(customer_id=record(3)["customer_id"]).email == "customer3@example.com"
+
+
+def test_email_used_earlier_in_the_same_run_is_a_conflict_in_any_batch(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 4
+    source = [*records(6), record(50, email="customer1@EXAMPLE.com"), record(51, email="customer5@example.com")]
+    run = ingest(FakeUpstream(source), page_size=2)
+    assert (run.inserted, run.conflicts) == (6, 2)
+    assert set(IngestFailure.objects.values_list("reason", flat=True)) == {"email_conflict"}
+
+
+def test_two_rows_sharing_an_email_in_one_batch_keep_the_first(ingest):
+    source = [record(1), record(2, email="customer1@example.com")]
+    run = ingest(FakeUpstream(source))
+    assert (run.inserted, run.conflicts) == (1, 1)
+    assert IngestFailure.objects.get().conflicting_customer_id == uuid.UUID(record(1)["customer_id"])
+
+
+def test_customers_swapping_emails_do_not_crash_the_run(ingest):
+    ingest(FakeUpstream(records(3)))
+    swapped = records(3)
+    swapped[0]["email"], swapped[1]["email"] = swapped[1]["email"], swapped[0]["email"]
+    run = ingest(FakeUpstream(swapped))
+    assert run.status == "succeeded"
+    assert (run.conflicts, run.unchanged) == (2, 1)
+    assert Customer.objects.get(customer_id=swapped[0]["customer_id"]).email == "customer0@example.com"
+
+
+def test_identical_repeat_is_a_duplicate_and_a_different_one_is_rejected(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 3
+    first = record(1)
+    source = [first, record(2), dict(first), record(3), record(4), dict(first, first_name="Changed")]
+    run = ingest(FakeUpstream(source), page_size=2)
+    assert counters(run) == {
+        "fetched": 6, "inserted": 4, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 1, "duplicates": 1,
+    }  # fmt: skip
+    assert Customer.objects.get(customer_id=first["customer_id"]).first_name == "First1"
+    failure = IngestFailure.objects.get()
+    assert (failure.reason, failure.position) == ("duplicate_id", 6)
+    # A rerun of the same source gives the same outcome and changes nothing.
+    rerun = ingest(FakeUpstream(source), page_size=2)
+    assert (rerun.unchanged, rerun.duplicates, rerun.conflicts, rerun.updated) == (4, 1, 1, 0)
+
+
+def test_upstream_failure_mid_run_keeps_committed_rows_and_a_rerun_completes(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 10
+    settings.INGESTION_CONCURRENCY = 1
+    source = records(50)
+    broken = FakeUpstream(source, script={3: [Reply(500)] * 10})
+    run = ingest(broken, page_size=10)
+    assert run.status == "failed"
+    assert "Page 3: gave up" in run.error
+    assert run.finished_at is not None
+    assert (run.inserted, run.last_committed_page, run.retries) == (20, 2, 5)
+    assert Customer.objects.count() == 20
+    rerun = ingest(FakeUpstream(source), page_size=10)
+    assert rerun.status == "succeeded"
+    assert (rerun.inserted, rerun.unchanged) == (30, 20)
+    assert Customer.objects.count() == 50
+
+
+def test_unreachable_upstream_fails_the_run_cleanly(settings):
+    from ingestion import pipeline
+
+    settings.INGESTION_MAX_RETRIES = 1
+    settings.INGESTION_CONNECT_TIMEOUT = 1
+    run = runs.create_run(trigger="command", source_url="http://127.0.0.1:9")
+    run = pipeline.execute_run(run.pk)
+    assert run.status == "failed"
+    assert "connection failed" in run.error
+    assert run.fetched == 0 and Customer.objects.count() == 0
+
+
+def test_dry_run_counts_but_writes_nothing_to_customers(ingest):
+    ingest(FakeUpstream(records(5)))
+    source = [*records(5), record(6)]
+    source[0]["last_name"] = "Renamed"
+    run = ingest(FakeUpstream(source), dry_run=True)
+    assert (run.inserted, run.updated, run.unchanged) == (1, 1, 4)
+    assert Customer.objects.count() == 5
+    assert Customer.objects.get(customer_id=source[0]["customer_id"]).last_name == "Last0"
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 10
+    settings.INGESTION_CONCURRENCY = 1
+    source = records(45)
+    source[12]["email"] = "broken"
+    source.append(dict(source[3]))
+    run = ingest(FakeUpstream(source, script={4: [Reply(503)] * 10}), page_size=10)
+    assert run.status == "failed"
+    runs.resume_run(run.pk)
+    from ingestion import pipeline
+
+    resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+    assert resumed.status == "succeeded"
+    assert counters(resumed) == {
+        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
+    }  # fmt: skip
+    assert resumed.pages_done == 5
+    assert Customer.objects.count() == 44
+    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
+
+
+def test_pages_fetched_concurrently_merge_in_page_order(ingest, settings):
+    settings.INGESTION_CONCURRENCY = 4
+    settings.INGESTION_BATCH_SIZE = 5
+    source = records(100)
+    source[90]["email"] = source[10]["email"]  # the later one must lose, whatever finishes first
+    run = ingest(FakeUpstream(source), page_size=5)
+    assert (run.inserted, run.conflicts) == (99, 1)
+    assert IngestFailure.objects.get().position == 91
+    assert list(Customer.objects.order_by("seq").values_list("email", flat=True))[:3] == [
+        "customer0@example.com", "customer1@example.com", "customer2@example.com",
+    ]  # fmt: skip
+
+
+def test_total_growing_while_paging_is_followed(ingest):
+    source = records(30)
+    fake = FakeUpstream(source, total=lambda page: 20 if page == 1 else 30)
+    run = ingest(fake, page_size=10)
+    assert (run.inserted, run.pages_expected) == (30, 3)
+
+
+def test_total_shrinking_while_paging_stops_at_the_new_end(ingest):
+    fake = FakeUpstream(records(30), total=lambda page: 30 if page == 1 else 20)
+    run = ingest(fake, page_size=10)
+    assert run.status == "succeeded"
+    assert run.pages_expected == 2
+
+
+def test_a_second_run_is_refused_while_one_is_active():
+    active = runs.create_run(trigger="api")
+    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
+        runs.create_run(trigger="command")
+    assert refused.value.active == active
+    assert IngestRun.objects.count() == 1
+
+
+def test_page_size_above_100_is_refused():
+    with pytest.raises(runs.RunRefused, match="between 1 and 100"):
+        runs.create_run(trigger="command", page_size=101)
+
+
+def test_runs_without_heartbeat_are_marked_abandoned():
+    run = runs.create_run(trigger="api")
+    runs.start_run(run.pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    fresh_cutoff = timedelta(minutes=5)
+    assert runs.abandon_stale_runs(stale_after=fresh_cutoff) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "abandoned"
+    assert "No heartbeat" in run.error
+    assert runs.resume_run(run.pk).status == "queued"
+
+
+def test_only_failed_or_abandoned_runs_resume(ingest):
+    run = ingest(FakeUpstream(records(3)))
+    with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
+        runs.resume_run(run.pk)
+    with pytest.raises(runs.RunRefused, match="does not exist"):
+        runs.resume_run(999999)

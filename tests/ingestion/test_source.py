@@ -1,0 +1,156 @@
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from ingestion.source import ClientSettings, UpstreamClient, UpstreamError, envelope_problem, parse_retry_after
+from tests.ingestion.fakes import FakeUpstream, Reply, records
+
+
+class Clock:
+    """A patched clock: sleeping advances it, nothing waits for real."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_client(fake, clock=None, retried=None, **overrides):
+    clock = clock or Clock()
+    options = {"max_retries": 3, "backoff_seconds": 1.0, "retry_after_cap": 30.0, **overrides}
+    return UpstreamClient(
+        "http://upstream.test",
+        page_size=10,
+        settings=ClientSettings(**options),
+        session=fake.session(),
+        on_retry=(retried.append if retried is not None else lambda reason: None),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+
+
+def test_fetches_a_page_with_its_total():
+    page = make_client(FakeUpstream(records(25))).fetch_page(3)
+    assert (page.number, page.total, len(page.records)) == (3, 25, 5)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retried_with_exponential_backoff(status):
+    fake = FakeUpstream(records(25), script={1: [Reply(status), Reply(status)]})
+    clock, retried = Clock(), []
+    page = make_client(fake, clock, retried).fetch_page(1)
+    assert len(page.records) == 10
+    assert retried == ["server_error", "server_error"]
+    assert 0.5 <= clock.sleeps[0] <= 1.0 and 1.0 <= clock.sleeps[1] <= 2.0
+
+
+def test_429_waits_for_retry_after_in_seconds():
+    fake = FakeUpstream(records(5), script={1: [Reply(429, headers={"Retry-After": "7"})]})
+    clock, retried = Clock(), []
+    make_client(fake, clock, retried).fetch_page(1)
+    assert clock.sleeps == [7.0]
+    assert retried == ["rate_limited"]
+
+
+def test_429_retry_after_as_http_date_is_honoured_and_capped():
+    later = "Wed, 21 Oct 2099 07:28:00 GMT"
+    fake = FakeUpstream(records(5), script={1: [Reply(429, headers={"Retry-After": later})]})
+    clock = Clock()
+    make_client(fake, clock, retry_after_cap=12.0).fetch_page(1)
+    assert clock.sleeps == [12.0]
+
+
+def test_parse_retry_after_http_date():
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now=lambda: now) == 30.0
+    assert parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now=lambda: now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_other_client_errors_fail_at_once(status):
+    fake = FakeUpstream(records(5), script={1: [Reply(status)]})
+    with pytest.raises(UpstreamError, match=f"HTTP {status}"):
+        make_client(fake).fetch_page(1)
+    assert fake.calls == [1]
+
+
+def test_redirects_are_not_followed():
+    fake = FakeUpstream(records(5), script={1: [Reply(302, headers={"Location": "http://169.254.169.254/"})]})
+    with pytest.raises(UpstreamError, match="redirect"):
+        make_client(fake).fetch_page(1)
+    assert fake.calls == [1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"customer_id": "a"',  # truncated
+        b"<html>Bad gateway</html>",  # not JSON
+        b'{"total": 5, "page": 1, "limit": 10}',  # no data
+        b'{"data": [], "page": 1, "limit": 10}',  # no total
+        b'{"data": {}, "total": 5, "page": 1, "limit": 10}',  # data of the wrong type
+        b'{"data": [], "total": "5", "page": 1, "limit": 10}',  # total of the wrong type
+        b'{"data": [], "total": 5, "page": 2, "limit": 10}',  # another page
+    ],
+)
+def test_malformed_bodies_are_retried_then_give_up(body):
+    fake = FakeUpstream(records(5), script={1: [Reply(200, body)] * 4})
+    retried = []
+    with pytest.raises(UpstreamError, match="gave up after 4 attempts"):
+        make_client(fake, retried=retried).fetch_page(1)
+    assert retried == ["malformed"] * 3
+
+
+def test_connection_errors_are_retried():
+    fake = FakeUpstream(records(5), script={1: [Reply(error=requests.ConnectionError("reset by peer"))]})
+    retried = []
+    assert len(make_client(fake, retried=retried).fetch_page(1).records) == 5
+    assert retried == ["connection"]
+
+
+def test_timeouts_are_retried():
+    fake = FakeUpstream(records(5), script={1: [Reply(error=requests.ReadTimeout("slow"))] * 2})
+    retried = []
+    make_client(fake, retried=retried).fetch_page(1)
+    assert retried == ["timeout", "timeout"]
+
+
+def test_response_over_the_size_cap_is_refused():
+    fake = FakeUpstream(records(10))
+    with pytest.raises(UpstreamError, match="larger than 1024 bytes"):
+        make_client(fake, max_response_bytes=1024).fetch_page(1)
+
+
+def test_a_dripping_body_hits_the_page_deadline():
+    clock = Clock()
+    fake = FakeUpstream(records(10))
+    original_send = fake.send
+
+    def dripping_send(request, **kwargs):
+        response = original_send(request, **kwargs)
+        read1 = response.raw.read1
+
+        def slow_read1(amt=None, decode_content=None):
+            clock.now += 10  # each small chunk arrives ten seconds after the previous one
+            return read1(64, decode_content=decode_content)
+
+        response.raw.read1 = slow_read1
+        return response
+
+    fake.send = dripping_send
+    with pytest.raises(UpstreamError, match=r"not received within 5.0 s"):
+        make_client(fake, clock, page_deadline=5.0, max_retries=0).fetch_page(1)
+
+
+def test_envelope_problem_accepts_the_contract():
+    assert envelope_problem({"data": [], "total": 0, "page": 1, "limit": 10}, 1, 10) is None
+    assert "records on a page" in envelope_problem({"data": [1, 2, 3], "total": 3, "page": 1, "limit": 2}, 1, 2)

@@ -1,0 +1,210 @@
+import json
+import re
+import uuid
+from collections import Counter
+from datetime import date
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from mocksource.dataset import CUSTOMER_ID_NAMESPACE, INVALID_KINDS, generate_dataset, write_dataset
+from mocksource.store import Store
+from tests.mocksource.conftest import GENERATED_COUNT
+from tests.upstream import make_records
+
+FIELDS = {
+    "customer_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address",
+    "date_of_birth",
+    "account_balance",
+    "created_at",
+}
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+RAW_BALANCE = re.compile(rb'"account_balance":\d+\.\d{2}[,}]')
+CREATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def classify(path):
+    """Kind of problem of every line, judged from the file alone (None: valid)."""
+    seen_ids, seen_emails, kinds = set(), set(), []
+    for line in path.read_bytes().splitlines():
+        record = json.loads(line)
+        kinds.append(_problem(record, seen_ids, seen_emails))
+        seen_ids.add(record.get("customer_id"))
+        seen_emails.add(str(record.get("email")).lower())
+    return kinds
+
+
+def _problem(record, seen_ids, seen_emails):
+    if set(record) != FIELDS:
+        return "missing_field"
+    if not EMAIL.fullmatch(record["email"]):
+        return "malformed_email"
+    try:
+        date.fromisoformat(record["date_of_birth"])
+    except ValueError:
+        return "invalid_date_of_birth"
+    if not isinstance(record["account_balance"], float):
+        return "non_numeric_balance"
+    if len(record["phone"]) > 20:
+        return "phone_too_long"
+    if record["customer_id"] in seen_ids:
+        return "duplicate_customer_id"
+    if record["email"].lower() in seen_emails:
+        return "duplicate_email"
+    return None
+
+
+def generate_output(path, *args):
+    out = StringIO()
+    call_command("generate_customers", "--output", str(path), *args, stdout=out)
+    return out.getvalue()
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path, generated_dataset):
+    generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=42)
+
+    for suffix in ("", ".idx", ".ids.idx"):
+        assert (tmp_path / f"again.jsonl{suffix}").read_bytes() == generated_dataset.with_name(
+            f"customers.jsonl{suffix}"
+        ).read_bytes()
+
+
+def test_different_seed_gives_different_records_with_the_same_ids(tmp_path, generated_dataset):
+    generate_dataset(tmp_path / "other.jsonl", count=GENERATED_COUNT, seed=7)
+
+    other = (tmp_path / "other.jsonl").read_bytes().splitlines()
+    original = generated_dataset.read_bytes().splitlines()
+    assert other != original
+    assert json.loads(other[0])["customer_id"] == json.loads(original[0])["customer_id"]
+
+
+def test_command_prints_the_counts_of_each_invalid_kind_found_in_the_file(tmp_path):
+    output = generate_output(tmp_path / "customers.jsonl", "--count", "2000", "--seed", "3")
+
+    found = Counter(classify(tmp_path / "customers.jsonl"))
+    assert "Wrote 2000 records to " in output
+    assert f"Deliberately invalid: {2000 - found[None]}" in output
+    for kind in INVALID_KINDS:
+        assert found[kind] >= 1
+        assert f"  {kind}: {found[kind]}\n" in output
+
+
+def test_about_half_a_percent_of_records_are_invalid_and_spread_over_the_kinds(generated_dataset):
+    found = Counter(classify(generated_dataset))
+
+    # 0.5% of 1000 is 5, raised to 7 so that every kind appears once.
+    assert {kind: found[kind] for kind in INVALID_KINDS} == dict.fromkeys(INVALID_KINDS, 1)
+
+
+def test_invalid_ratio_zero_gives_only_valid_records(tmp_path):
+    output = generate_output(tmp_path / "customers.jsonl", "--count", "2000", "--invalid-ratio", "0")
+
+    assert set(classify(tmp_path / "customers.jsonl")) == {None}
+    assert "Deliberately invalid: 0" in output
+
+
+def test_small_count_is_quick_and_exact(tmp_path):
+    generate_output(tmp_path / "customers.jsonl", "--count", "50")
+
+    assert Store(tmp_path / "customers.jsonl").total == 50
+    assert len((tmp_path / "customers.jsonl").read_bytes().splitlines()) == 50
+
+
+def test_zero_records_make_an_empty_dataset(tmp_path):
+    summary = generate_dataset(tmp_path / "customers.jsonl", count=0)
+
+    assert summary.total == 0
+    assert Store(tmp_path / "customers.jsonl").total == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--count", "-1"], "--count"), (["--invalid-ratio", "2"], "ratio")])
+def test_command_refuses_bad_arguments(tmp_path, args, message):
+    with pytest.raises(CommandError, match=message):
+        generate_output(tmp_path / "customers.jsonl", *args)
+
+
+def test_valid_records_have_the_contract_format(generated_dataset):
+    lines = generated_dataset.read_bytes().splitlines()
+
+    for index, (line, problem) in enumerate(zip(lines, classify(generated_dataset), strict=True)):
+        if problem is not None:
+            continue
+        record = json.loads(line)
+        assert list(record) == [
+            "customer_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "address",
+            "date_of_birth",
+            "account_balance",
+            "created_at",
+        ]
+        assert record["customer_id"] == str(uuid.uuid5(CUSTOMER_ID_NAMESPACE, str(index)))
+        assert RAW_BALANCE.search(line), line
+        assert CREATED_AT.fullmatch(record["created_at"])
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date_of_birth"])
+        assert all(isinstance(record[name], str) and record[name] for name in FIELDS - {"account_balance"})
+
+
+def test_valid_emails_are_unique_ignoring_case(generated_dataset):
+    records = [json.loads(line) for line in generated_dataset.read_bytes().splitlines()]
+    valid = [record for record, problem in zip(records, classify(generated_dataset), strict=True) if problem is None]
+
+    assert len({record["email"].lower() for record in valid}) == len(valid)
+
+
+def test_duplicate_records_reuse_an_earlier_value(generated_dataset):
+    records = [json.loads(line) for line in generated_dataset.read_bytes().splitlines()]
+    kinds = classify(generated_dataset)
+    duplicate_id = records[kinds.index("duplicate_customer_id")]
+    duplicate_email = records[kinds.index("duplicate_email")]
+
+    original = next(record for record in records if record["customer_id"] == duplicate_id["customer_id"])
+    assert original != duplicate_id
+    assert any(
+        record["email"].lower() == duplicate_email["email"].lower()
+        for record in records
+        if record is not duplicate_email
+    )
+
+
+def test_write_dataset_writes_crafted_records_as_given(tmp_path):
+    records = [*make_records(3), {"customer_id": "crafted", "account_balance": "12,34x"}, {"no_id": True}]
+
+    assert write_dataset(records, tmp_path / "customers.jsonl") == 5
+
+    lines = (tmp_path / "customers.jsonl").read_bytes().splitlines()
+    assert [json.loads(line) for line in lines[3:]] == records[3:]
+    assert b'"account_balance":0.00,' in lines[0]
+    assert Store(tmp_path / "customers.jsonl").find("crafted") == lines[3]
+
+
+def test_write_dataset_replaces_the_files_without_leaving_temporaries(tmp_path):
+    write_dataset(make_records(10), tmp_path / "customers.jsonl")
+    write_dataset(make_records(4), tmp_path / "customers.jsonl")
+
+    assert Store(tmp_path / "customers.jsonl").total == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "customers.jsonl",
+        "customers.jsonl.ids.idx",
+        "customers.jsonl.idx",
+    ]
+
+
+def test_make_records_are_valid_unique_and_continue_from_start():
+    records = make_records(5, start=10)
+
+    assert [record["first_name"] for record in records] == [f"First{index}" for index in range(10, 15)]
+    assert len({record["customer_id"] for record in records}) == 5
+    assert len({record["email"] for record in records}) == 5
+    assert make_records(5, start=10) == records
+    assert all(set(record) == FIELDS for record in records)
