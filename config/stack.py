@@ -75,6 +75,8 @@ def child_environment(environ: Mapping[str, str], *, local_dir: Path) -> dict[st
     env["API_PORT"] = str(_port(env, "API_PORT", 8000))
     env["MOCKSOURCE_PORT"] = str(_port(env, "MOCKSOURCE_PORT", 5000))
     env.setdefault("INGESTION_SOURCE_URL", f"http://127.0.0.1:{env['MOCKSOURCE_PORT']}")
+    # The local stand-in upstream listens on loopback, which production refuses by default.
+    env.setdefault("INGESTION_ALLOW_PRIVATE_NETWORKS", "true")
     env.setdefault("MOCKSOURCE_DATASET", DEFAULT_DATASET)
     # Children share our stdout; unbuffered, their lines interleave with ours as they happen.
     env["PYTHONUNBUFFERED"] = "1"
@@ -84,7 +86,8 @@ def child_environment(environ: Mapping[str, str], *, local_dir: Path) -> dict[st
 def admin_path(env: Mapping[str, str]) -> str:
     """The admin's path, read the way config/settings/base.py reads it."""
     value = env.get("DJANGO_ADMIN_URL")
-    return "/" + ("admin/" if value is None else value.strip())
+    debug = env.get("DJANGO_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+    return "/" + (("admin/" if debug else "backoffice/") if value is None else value.strip())
 
 
 def services(env: Mapping[str, str]) -> list[Service]:
@@ -149,6 +152,7 @@ def start_database(env: dict[str, str], running: Running) -> None:
 def prepare(env: Mapping[str, str], *, remember_password: bool) -> dict[str, str]:
     """Migrate, collect static files, generate the dataset if missing; return the demo account."""
     manage(env, "migrate", "--noinput")
+    manage(env, "createcachetable")
     manage(env, "collectstatic", "--noinput")
     if not (PROJECT_DIR / env["MOCKSOURCE_DATASET"]).exists():
         # generate_customers writes to MOCKSOURCE_DATASET, the file mocksource serves.

@@ -46,6 +46,13 @@ _RESPONSES = {
         description="No such object (also for an identifier that is not well-formed).",
         examples=[OpenApiExample("Unknown", value={"detail": "No Customer matches the given query."})],
     ),
+    429: OpenApiResponse(
+        ErrorSerializer,
+        description="Too many requests; `Retry-After` says how many seconds to wait.",
+        examples=[
+            OpenApiExample("Throttled", value={"detail": "Request was throttled. Expected available in 12 seconds."})
+        ],
+    ),
 }
 
 

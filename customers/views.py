@@ -19,12 +19,12 @@ from customers.serializers import CustomerSerializer
             "Customers in the order they were first ingested (`seq`) unless `ordering` says otherwise. "
             "`total` and `data` are read from one database snapshot."
         ),
-        responses={200: CustomerSerializer, **error_responses(400, 401, 403)},
+        responses={200: CustomerSerializer, **error_responses(400, 401, 403, 429)},
     ),
     retrieve=extend_schema(
         summary="Get one customer",
         description="One customer by its upstream id. An unknown or malformed id is a 404.",
-        responses={200: CustomerSerializer, **error_responses(401, 403, 404)},
+        responses={200: CustomerSerializer, **error_responses(401, 403, 404, 429)},
     ),
 )
 class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -37,6 +37,7 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     filter_backends = [FilterBackend]
     filterset_class = CustomerFilter
     pagination_class = SeqRangePagination
+    throttle_scope = "reads"
     # The project's renderers, with balances written as exact two-decimal numbers.
     renderer_classes = [
         DecimalLiteralJSONRenderer if renderer is JSONRenderer else renderer

@@ -1,5 +1,6 @@
 """Every refused record becomes an `IngestFailure` row, never only a log line."""
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ def _storable(raw: Any) -> Any:
         return [_storable(value) for value in raw]
     if hasattr(raw, "as_tuple"):  # Decimal from the exact JSON parse
         return float(raw) if raw.is_finite() else str(raw)
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return str(raw)  # JSON has no Infinity or NaN
     return raw
 
 

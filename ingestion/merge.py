@@ -34,19 +34,22 @@ def _row(alias: str) -> str:
     return "(" + ", ".join(f"{alias}.{field}" for field in CHANGEABLE) + ")"
 
 
+# For each row of the batch, its first occurrence earlier in the run (if any), found
+# through the (run, customer_id, position) index one row at a time: the cost follows
+# the batch size, not the size of the run.
 MARK_DUPLICATES = f"""
-WITH first_seen AS (
-    SELECT DISTINCT ON (s.customer_id) s.customer_id, s.position, s.created_at, {_row("s")[1:-1]}
-    FROM {STAGED} s
-    WHERE s.run_id = %(run)s
-      AND s.customer_id IN (SELECT t.customer_id FROM {STAGED} t WHERE {_BATCH})
-    ORDER BY s.customer_id, s.position
-)
 UPDATE {STAGED} t
 SET outcome = CASE WHEN {_row("t")} IS NOT DISTINCT FROM {_row("f")} THEN 'duplicate' ELSE 'duplicate_id' END,
     conflicting_customer_id = t.customer_id
-FROM first_seen f
-WHERE {_BATCH} AND t.customer_id = f.customer_id AND t.position > f.position
+FROM {STAGED} b
+CROSS JOIN LATERAL (
+    SELECT {_row("s")[1:-1]}
+    FROM {STAGED} s
+    WHERE s.run_id = b.run_id AND s.customer_id = b.customer_id AND s.position < b.position
+    ORDER BY s.position
+    LIMIT 1
+) f
+WHERE t.id = b.id AND b.run_id = %(run)s AND b.position BETWEEN %(first)s AND %(last)s
 """
 
 MARK_TABLE_EMAIL_CONFLICTS = f"""

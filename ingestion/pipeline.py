@@ -27,6 +27,7 @@ from ingestion.failures import RejectedRecord, record_conflicts, record_rejectio
 from ingestion.merge import merge_batch
 from ingestion.models import IngestRun, RunStatus
 from ingestion.source import ClientSettings, Page, UpstreamClient, UpstreamError
+from ingestion.source_url import SourceURLRefused, check_source_url
 from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import Rejection, validate_record
 
@@ -55,6 +56,11 @@ def ingest(
 def execute_run(run_id: int, *, progress: Progress | None = None, session: requests.Session | None = None) -> IngestRun:
     """Execute a queued run from its last committed page; return it finished."""
     run = runs.start_run(run_id)
+    try:
+        # Checked again at execution: settings or DNS may have changed since the run was queued.
+        check_source_url(run.source_url)
+    except SourceURLRefused as exc:
+        return runs.finish_run(run_id, RunStatus.FAILED, str(exc))
     retries = _RetryCounter(run.retries_by_reason)
     client = UpstreamClient(
         run.source_url, page_size=run.page_size, settings=client_settings(), session=session, on_retry=retries.add

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ingestion.models import ACTIVE_STATUSES, IngestRun, RunStatus
+from ingestion.source_url import SourceURLRefused, check_source_url
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,16 @@ def create_run(
     page_size = settings.INGESTION_PAGE_SIZE if page_size is None else page_size
     if not 1 <= page_size <= 100:
         raise RunRefused(f"Page size must be between 1 and 100, not {page_size}.")
+    source_url = source_url or settings.INGESTION_SOURCE_URL
+    try:
+        check_source_url(source_url)
+    except SourceURLRefused as exc:
+        raise RunRefused(str(exc)) from None
     try:
         with transaction.atomic():
             return IngestRun.objects.create(
                 trigger=trigger,
-                source_url=source_url or settings.INGESTION_SOURCE_URL,
+                source_url=source_url,
                 page_size=page_size,
                 dry_run=dry_run,
             )

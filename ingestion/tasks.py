@@ -16,7 +16,7 @@ from django.utils import timezone
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
-from ingestion import pipeline, runs
+from ingestion import pipeline, retention, runs
 from ingestion.models import IngestRun, RunStatus, RunTrigger
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,15 @@ def sweep(timestamp: int) -> None:
         runs.abandon_stale_runs()
         _fail_stalled_jobs()
         start_scheduled_run_if_due()
+
+
+@app.periodic(cron="17 3 * * *")
+@app.task(name="ingestion.prune", queue=QUEUE, queueing_lock="ingestion-prune")
+def prune_job(timestamp: int) -> None:
+    """Every night: delete staging and failures past their retention."""
+    with _job_connection():
+        pruned = retention.prune()
+        logger.info("pruned", extra={"staged": pruned.staged, "failures": pruned.failures})
 
 
 def _fail_stalled_jobs() -> None:

@@ -141,10 +141,13 @@ def _account_balance(value: Any) -> Decimal | None:
         number = Decimal(str(value))
     except InvalidOperation:
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a number.") from None
-    if not number.is_finite() or number != number.quantize(Decimal("0.01")):
-        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a finite number with at most two decimals.")
+    if not number.is_finite():
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a finite number.")
+    # Magnitude first: quantize() itself fails on numbers beyond Decimal's precision.
     if abs(number) >= _MAX_BALANCE:
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be smaller than 10^13 in absolute value.")
+    if number != number.quantize(Decimal("0.01")):
+        raise _FieldError(FailureReason.INVALID_DECIMAL, "Must have at most two decimals.")
     return number.quantize(Decimal("0.01"))
 
 
@@ -158,7 +161,10 @@ def _created_at(value: Any) -> dt.datetime:
         raise _FieldError(FailureReason.INVALID_DATETIME, "Must be an ISO-8601 date-time.") from None
     if moment.tzinfo is None:
         raise _FieldError(FailureReason.INVALID_DATETIME, "Must carry a time zone (for example a trailing Z).")
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the last representable UTC moment
+        raise _FieldError(FailureReason.INVALID_DATETIME, "Must be a representable date-time.") from None
 
 
 _CHECKS = (

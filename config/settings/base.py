@@ -116,6 +116,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -159,6 +160,17 @@ DATABASES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Throttle counters must be shared by every gunicorn worker, so by default they live in
+# a PostgreSQL table (`manage.py createcachetable`); "locmem" keeps them per process.
+CACHE_BACKEND = env_str("DJANGO_CACHE", "database")
+if CACHE_BACKEND not in ("database", "locmem"):
+    raise ImproperlyConfigured("DJANGO_CACHE must be 'database' or 'locmem'.")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}
+    if CACHE_BACKEND == "database"
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 # --- Internationalisation, static files -------------------------------------------
 
 LANGUAGE_CODE = "en-us"
@@ -192,7 +204,23 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
-ADMIN_URL = env_str("DJANGO_ADMIN_URL", "admin/")
+# Content Security Policy (Django's own middleware): everything from this origin only.
+# The API docs use drf-spectacular's split Swagger view, which needs no inline script;
+# the admin still sets a few inline styles.
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "frame-ancestors": ["'none'"],
+    "form-action": ["'self'"],
+    "base-uri": ["'none'"],
+    "object-src": ["'none'"],
+}
+
+# Not at the well-known /admin/ in production unless asked for.
+ADMIN_URL = env_str("DJANGO_ADMIN_URL", "admin/" if DEBUG else "backoffice/")
 if not ADMIN_URL.endswith("/"):
     raise ImproperlyConfigured("DJANGO_ADMIN_URL must end with a slash, for example 'staff-console/'.")
 
@@ -209,6 +237,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if env_bool("API_BROWSABLE", True) else []),
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # Views name their scope: "reads" (customers, runs, failures) or "ingest" (start, resume).
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "reads": env_str("API_THROTTLE_READS", "1200/minute"),
+        "ingest": env_str("API_THROTTLE_INGEST", "30/minute"),
+    },
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -226,6 +260,9 @@ SPECTACULAR_SETTINGS = {
 # --- Ingestion --------------------------------------------------------------------
 
 INGESTION_SOURCE_URL = env_str("INGESTION_SOURCE_URL", "http://127.0.0.1:5000")
+INGESTION_ALLOWED_HOSTS = env_list("INGESTION_ALLOWED_HOSTS", [])
+INGESTION_ALLOW_PRIVATE_NETWORKS = env_bool("INGESTION_ALLOW_PRIVATE_NETWORKS", DEBUG)
+INGESTION_RETENTION_DAYS = env_int("INGESTION_RETENTION_DAYS", 30, minimum=1)
 INGESTION_PAGE_SIZE = env_int("INGESTION_PAGE_SIZE", 100, minimum=1)
 if INGESTION_PAGE_SIZE > 100:
     raise ImproperlyConfigured("INGESTION_PAGE_SIZE must be between 1 and 100 (the upstream's page limit).")

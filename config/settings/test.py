@@ -5,6 +5,10 @@ import os
 # Tests never run with a real secret; base.py refuses to start without one.
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-suite-only-secret-key")
 os.environ.setdefault("DJANGO_HTTPS", "false")
+# The test upstreams listen on loopback.
+os.environ.setdefault("INGESTION_ALLOW_PRIVATE_NETWORKS", "true")
+# Throttle counters per process in tests; a test that checks throttling sets its own rates.
+os.environ.setdefault("DJANGO_CACHE", "locmem")
 
 from .base import *  # noqa: F403
 

@@ -102,7 +102,8 @@ def test_only_mocksource_runs_without_the_database_url(tmp_path):
 
 
 def test_admin_path_defaults_like_the_settings():
-    assert admin_path({}) == "/admin/"
+    assert admin_path({}) == "/backoffice/"
+    assert admin_path({"DJANGO_DEBUG": "true"}) == "/admin/"
     assert admin_path({"DJANGO_ADMIN_URL": " staff-console/ "}) == "/staff-console/"
 
 
@@ -113,4 +114,4 @@ def test_create_api_token_output_is_parsed_into_the_banner(tmp_path):
     assert account == {"username": "demo", "password": "pa-ss", "token": "abc123"}
     assert "curl -H 'Authorization: Token abc123' http://127.0.0.1:8100/api/customers" in text
     assert "curl -X POST -H 'Authorization: Token abc123' 'http://127.0.0.1:8100/api/ingest?wait=60'" in text
-    assert "http://127.0.0.1:8100/admin/" in text
+    assert "http://127.0.0.1:8100/backoffice/" in text

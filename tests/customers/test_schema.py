@@ -45,7 +45,10 @@ def test_list_documents_pagination_and_filters(schema):
 
 @pytest.mark.parametrize(
     ("path", "codes"),
-    [("/api/customers", {"200", "400", "401", "403"}), ("/api/customers/{customer_id}", {"200", "401", "403", "404"})],
+    [
+        ("/api/customers", {"200", "400", "401", "403", "429"}),
+        ("/api/customers/{customer_id}", {"200", "401", "403", "404", "429"}),
+    ],
 )
 def test_error_responses_are_documented(schema, path, codes):
     responses = schema["paths"][path]["get"]["responses"]
@@ -87,3 +90,8 @@ def test_docs_page_loads_only_local_assets(client):
     assert assets
     assert all(asset.startswith(("/static/", "/api/")) for asset in assets), assets
     assert not re.search(r"https?://", html)
+    # Same-origin scripts (the page's own initialiser included) load nothing from elsewhere either.
+    for script in [asset for asset in assets if asset.startswith("/api/")]:
+        response = client.get(script)
+        assert response.status_code == 200
+        assert not re.search(r"https?://", response.content.decode())

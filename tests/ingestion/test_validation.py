@@ -53,10 +53,15 @@ def test_optional_fields_may_be_null():
         ("account_balance", Decimal("1.234"), "invalid_decimal"),
         ("account_balance", Decimal("NaN"), "invalid_decimal"),
         ("account_balance", Decimal("1e20"), "invalid_decimal"),
+        ("account_balance", Decimal("1e30"), "invalid_decimal"),
+        ("account_balance", 1e300, "invalid_decimal"),
+        ("account_balance", float("inf"), "invalid_decimal"),
         ("account_balance", [1], "invalid_decimal"),
         ("created_at", None, "missing_field"),
         ("created_at", "yesterday", "invalid_datetime"),
         ("created_at", "2024-01-10T17:07:01", "invalid_datetime"),
+        ("created_at", "9999-12-31T23:59:59-01:00", "invalid_datetime"),
+        ("created_at", True, "invalid_datetime"),
     ],
 )
 def test_invalid_field_is_rejected_with_reason_and_field_error(field, value, reason):

@@ -228,3 +228,12 @@ def test_the_upstream_url_cannot_be_chosen_by_a_request(operator, settings):
     settings.INGESTION_SOURCE_URL = "http://127.0.0.1:5000"
     operator.post("/api/ingest?source_url=http://169.254.169.254/latest")
     assert IngestRun.objects.get().source_url == "http://127.0.0.1:5000"
+
+
+@pytest.mark.django_db
+def test_starting_runs_is_throttled_per_user(operator, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "1000/minute", "ingest": "2/minute"})
+    statuses = [operator.post("/api/ingest").status_code for _ in range(3)]
+    assert statuses == [202, 409, 429]

@@ -1,0 +1,44 @@
+"""How long pipeline records are kept.
+
+Staged rows only matter while their run may still resume; failures are kept
+INGESTION_RETENTION_DAYS for staff to read. Deletes go in batches so a large prune
+never holds long locks or one huge transaction.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from ingestion.models import IngestFailure, IngestRun, RunStatus, StagedCustomer
+
+BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    staged: int
+    failures: int
+
+
+def prune(*, days: int | None = None, now=None) -> Pruned:
+    """Delete staging of succeeded runs and of runs finished before the cutoff, and old failures."""
+    days = settings.INGESTION_RETENTION_DAYS if days is None else days
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    done_with_staging = IngestRun.objects.filter(
+        Q(status=RunStatus.SUCCEEDED) | Q(finished_at__lt=cutoff, status__in=[RunStatus.FAILED, RunStatus.ABANDONED])
+    )
+    staged = _delete_in_batches(StagedCustomer.objects.filter(run__in=done_with_staging))
+    failures = _delete_in_batches(IngestFailure.objects.filter(run__finished_at__lt=cutoff))
+    return Pruned(staged=staged, failures=failures)
+
+
+def _delete_in_batches(queryset) -> int:
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("pk", flat=True)[:BATCH])
+        if not ids:
+            return deleted
+        deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]

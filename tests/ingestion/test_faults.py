@@ -1,0 +1,113 @@
+"""Faults a data loader meets, each ending in a known database state (fault-injection suite).
+
+The transport-level faults (5xx, 429, timeouts, drips, resets, truncated or malformed
+bodies, wrong envelopes) are covered one per test in test_source.py and, end to end
+against mocksource, in test_commands.py; data faults (bad fields, duplicates, email
+conflicts and swaps) in test_pipeline.py and test_properties.py; killed workers and
+concurrent runs in test_tasks.py and test_views.py. This module adds what needs
+more machinery: the database connection dying mid-run, and readers paging while an
+ingestion commits.
+"""
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from rest_framework.test import APIClient
+
+from customers.models import Customer
+from ingestion import pipeline, runs
+from ingestion.models import IngestRun
+from tests.ingestion.fakes import FakeUpstream, records
+
+
+def _dsn() -> str:
+    db = connection.settings_dict
+    return psycopg.conninfo.make_conninfo(
+        dbname=db["NAME"], user=db["USER"] or None, host=db["HOST"] or None, port=db["PORT"] or None
+    )
+
+
+class KillConnectionOnPage(FakeUpstream):
+    """Terminates the ingesting process's database session when `page` is requested."""
+
+    def __init__(self, records, *, page: int, backend_pid: int):
+        super().__init__(records)
+        self.kill_page, self.backend_pid = page, backend_pid
+
+    def send(self, request, **kwargs):
+        if f"page={self.kill_page}&" in request.url and self.backend_pid:
+            with psycopg.connect(_dsn(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [self.backend_pid])
+            self.backend_pid = None
+        return super().send(request, **kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_connection_killed_mid_run_fails_the_run_and_a_resume_completes(settings):
+    settings.INGESTION_BATCH_SIZE = 20
+    settings.INGESTION_CONCURRENCY = 1
+    source = records(100)
+    run = runs.create_run(trigger="command", source_url="http://upstream.test", page_size=10)
+    connection.ensure_connection()
+    upstream = KillConnectionOnPage(source, page=5, backend_pid=connection.connection.info.backend_pid)
+    with pytest.raises(Exception, match=r"terminat|closed|server"):
+        pipeline.execute_run(run.pk, session=upstream.session())
+    connection.close()
+    crashed = IngestRun.objects.get(pk=run.pk)
+    assert crashed.status == "failed"
+    assert "OperationalError" in crashed.error or "InterfaceError" in crashed.error
+    assert crashed.inserted == Customer.objects.count() == crashed.last_committed_page * 10
+    runs.resume_run(run.pk)
+    resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+    assert (resumed.status, resumed.fetched, resumed.inserted) == ("succeeded", 100, 100)
+    assert Customer.objects.count() == 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readers_paging_during_an_ingestion_see_self_consistent_pages(settings, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "10/minute"})
+    settings.INGESTION_BATCH_SIZE = 25
+    settings.INGESTION_CONCURRENCY = 2
+    reader = User.objects.create_user("reader")
+    reader.user_permissions.add(Permission.objects.get(codename="view_customer"))
+    client = APIClient()
+    client.force_authenticate(reader)
+
+    done = threading.Event()
+    outcome = {}
+
+    def ingest():
+        try:
+            run = runs.create_run(trigger="command", source_url="http://upstream.test", page_size=25)
+            outcome["run"] = pipeline.execute_run(run.pk, session=FakeUpstream(records(600)).session())
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    problems, pages_read = [], 0
+    try:
+        while not done.is_set() or pages_read < 5:
+            for page, limit in ((1, 100), (3, 50), (7, 100)):
+                response = client.get(f"/api/customers?page={page}&limit={limit}")
+                pages_read += 1
+                if response.status_code != 200:
+                    problems.append((page, response.status_code))
+                    continue
+                body = response.json()
+                expected = max(0, min(limit, body["total"] - (page - 1) * limit))
+                if len(body["data"]) != expected:
+                    problems.append((page, body["total"], len(body["data"])))
+            time.sleep(0.01)  # leave the ingesting thread its share of this process
+    finally:
+        thread.join()
+    assert problems == []
+    assert outcome["run"].status == "succeeded"
+    assert client.get("/api/customers").json()["total"] == 600

@@ -1,0 +1,68 @@
+"""Property tests: whatever the upstream sends, validation never crashes and nothing invalid is stored."""
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from customers.models import Customer
+from ingestion import pipeline, runs
+from ingestion.models import IngestRun
+from ingestion.validation import Rejection, ValidRecord, validate_record
+from tests.ingestion.fakes import FakeUpstream, record
+
+# Odd text: every plane of Unicode, NUL and other control characters, very long strings.
+odd_text = st.text(st.characters(codec="utf-8"), max_size=300)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), odd_text)
+field_values = st.one_of(
+    json_scalars, st.lists(json_scalars, max_size=3), st.dictionaries(odd_text, json_scalars, max_size=2)
+)
+FIELDS = list(record(0))
+
+
+@st.composite
+def upstream_records(draw):
+    """A real-looking record with some fields replaced by anything JSON can carry."""
+    index = draw(st.integers(0, 50))
+    base = record(index)
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True)):
+        if draw(st.booleans()):
+            base.pop(name)
+        else:
+            base[name] = draw(field_values)
+    return base
+
+
+@given(raw=st.one_of(upstream_records(), field_values))
+@settings(max_examples=300, deadline=None)
+def test_validation_never_raises_and_accepts_only_storable_values(raw):
+    result = validate_record(raw)
+    assert isinstance(result, ValidRecord | Rejection)
+    if isinstance(result, ValidRecord):
+        for text in (result.first_name, result.last_name, result.email, result.phone or "", result.address or ""):
+            assert "\x00" not in text
+        assert len(result.first_name) <= 100 and len(result.email) <= 255 and len(result.phone or "") <= 20
+        assert result.account_balance is None or result.account_balance == result.account_balance.quantize(
+            Decimal("0.01")
+        )
+    else:
+        assert result.errors and result.reason
+        json.dumps(result.errors)
+
+
+@pytest.mark.django_db
+@given(batch=st.lists(upstream_records(), min_size=1, max_size=25))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+def test_any_page_of_records_is_fully_accounted_for_and_never_breaks_a_run(batch):
+    run = runs.create_run(trigger="command", source_url="http://upstream.test")
+    run = pipeline.execute_run(run.pk, session=FakeUpstream(batch).session())
+    assert run.status == "succeeded", run.error
+    assert run.fetched == len(batch)
+    assert run.fetched == sum(getattr(run, name) for name in IngestRun.COUNTERS[1:])
+    for customer in Customer.objects.all():
+        assert "\x00" not in customer.first_name + customer.last_name + customer.email
+        assert customer.full_clean() is None
