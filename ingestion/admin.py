@@ -1,4 +1,7 @@
-"""Admin for pipeline records: read-only, tuned for large tables, one action that starts a run."""
+"""Admin for pipeline records: read-only, tuned for large tables, one button that starts a run."""
+
+import json
+import uuid
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -7,6 +10,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from customers.pagination import EstimatedCountPaginator
 from ingestion import runs, tasks
 from ingestion.models import IngestFailure, IngestRun, RunTrigger
 from ingestion.serializers import PERSONAL_FIELDS, mask
@@ -85,41 +89,42 @@ class IngestFailureAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["reason"]
     search_fields = ["=customer_id"]
+    paginator = EstimatedCountPaginator
     list_select_related = False
     raw_id_fields = ["run"]
     ordering = ["-id"]
-    readonly_fields = [
-        "run", "page", "position", "customer_id", "reason", "errors", "record", "conflicting_customer_id", "created_at",
-    ]  # fmt: skip
     exclude = ["raw"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Chosen per request: the admin instance is shared by every thread, so it must not
+        # remember who is looking.
+        record = "full_record" if request.user.has_perm("ingestion.view_personal_data") else "masked_record"
+        fields = ["run", "page", "position", "customer_id", "reason", "errors", record]
+        return [*fields, "conflicting_customer_id", "created_at"]
+
     @admin.display(description="raw record")
-    def record(self, failure):
+    def full_record(self, failure):
+        return format_html("<pre>{}</pre>", _pretty(failure.raw))
+
+    @admin.display(description="raw record (email and phone masked)")
+    def masked_record(self, failure):
         raw = failure.raw
-        if isinstance(raw, dict) and not self._may_see_personal_data():
+        if isinstance(raw, dict):
             raw = {key: mask(value) if key in PERSONAL_FIELDS else value for key, value in raw.items()}
         return format_html("<pre>{}</pre>", _pretty(raw))
 
     def get_search_results(self, request, queryset, search_term):
-        # An id that is not a UUID can match nothing; say so instead of a database error.
-        import uuid
-
+        # Search is by customer id; text that is not a UUID can match nothing, so answer
+        # with no rows instead of a database error.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
         try:
-            uuid.UUID(search_term.strip())
+            uuid.UUID(term)
         except ValueError:
-            return (queryset.none(), False) if search_term.strip() else (queryset, False)
-        return super().get_search_results(request, queryset, search_term)
-
-    def changeform_view(self, request, *args, **kwargs):
-        self._request = request
-        return super().changeform_view(request, *args, **kwargs)
-
-    def _may_see_personal_data(self):
-        request = getattr(self, "_request", None)
-        return bool(request and request.user.has_perm("ingestion.view_personal_data"))
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, term)
 
 
 def _pretty(value) -> str:
-    import json
-
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,100 @@
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from ingestion.models import IngestFailure, IngestRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def superuser_client():
+    client = Client()
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    return client
+
+
+def staff_client(*codenames):
+    user = User.objects.create_user("staffer", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def make_run(**fields):
+    defaults = {"trigger": "api", "source_url": "http://x", "page_size": 100, "status": "succeeded"}
+    return IngestRun.objects.create(**{**defaults, **fields})
+
+
+def test_runs_list_shows_counters_and_links_to_failures(superuser_client, django_assert_max_num_queries):
+    run = make_run(fetched=12, inserted=10, invalid=1, conflicts=1)
+    with django_assert_max_num_queries(12):
+        response = superuser_client.get(reverse("admin:ingestion_ingestrun_changelist"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Run ingestion now" in body
+    assert f"?run__id__exact={run.pk}" in body and "2 failures" in body
+
+
+def test_runs_and_failures_are_read_only(superuser_client):
+    run = make_run()
+    failure = IngestFailure.objects.create(run=run, page=1, position=1, reason="invalid_email", errors={}, raw={})
+    assert superuser_client.get(reverse("admin:ingestion_ingestrun_add")).status_code == 403
+    change = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk]))
+    assert change.status_code == 200 and b'name="_save"' not in change.content
+    assert superuser_client.post(reverse("admin:ingestion_ingestrun_delete", args=[run.pk])).status_code == 403
+    assert superuser_client.post(reverse("admin:ingestion_ingestfailure_delete", args=[failure.pk])).status_code == 403
+
+
+def test_run_now_button_queues_a_run(superuser_client):
+    response = superuser_client.post(reverse("admin:ingestion_ingestrun_run_now"), follow=True)
+    run = IngestRun.objects.get()
+    assert (run.trigger, run.status) == ("admin", "queued")
+    assert f"Run {run.pk} queued" in response.content.decode()
+
+
+def test_run_now_reports_an_active_run_instead_of_failing(superuser_client):
+    active = make_run(status="running")
+    response = superuser_client.post(reverse("admin:ingestion_ingestrun_run_now"), follow=True)
+    assert f"run {active.pk} is running" in response.content.decode()
+    assert IngestRun.objects.count() == 1
+
+
+def test_run_now_needs_the_start_permission():
+    client = staff_client("view_ingestrun")
+    assert client.post(reverse("admin:ingestion_ingestrun_run_now")).status_code == 403
+    assert b"Run ingestion now" not in client.get(reverse("admin:ingestion_ingestrun_changelist")).content
+    assert not IngestRun.objects.exists()
+
+
+def test_run_now_only_accepts_post(superuser_client):
+    assert superuser_client.get(reverse("admin:ingestion_ingestrun_run_now")).status_code == 405
+
+
+def test_failures_filter_search_and_mask_personal_data():
+    run = make_run()
+    raw = {"customer_id": "5e0c3f4e-8d5b-4b8f-9d0a-6f1d2c3b4a59", "email": "jane@example.com", "phone": "+1 555 0100"}
+    failure = IngestFailure.objects.create(
+        run=run, page=1, position=1, reason="invalid_email", errors={"email": ["bad"]}, raw=raw,
+        customer_id=raw["customer_id"],
+    )  # fmt: skip
+    client = staff_client("view_ingestfailure", "view_ingestrun")
+    listing = client.get(
+        reverse("admin:ingestion_ingestfailure_changelist") + f"?q={raw['customer_id']}&reason=invalid_email"
+    )
+    assert listing.status_code == 200 and str(failure.pk) in listing.content.decode()
+    assert client.get(reverse("admin:ingestion_ingestfailure_changelist") + "?q=not-a-uuid").status_code == 200
+    page = client.get(reverse("admin:ingestion_ingestfailure_change", args=[failure.pk])).content.decode()
+    assert "j***@example.com" in page and "jane@example.com" not in page and "+1 555 0100" not in page
+
+
+def test_failures_show_personal_data_with_the_permission():
+    run = make_run()
+    failure = IngestFailure.objects.create(
+        run=run, page=1, position=1, reason="invalid_email", errors={}, raw={"email": "jane@example.com"}
+    )
+    client = staff_client("view_ingestfailure", "view_personal_data")
+    page = client.get(reverse("admin:ingestion_ingestfailure_change", args=[failure.pk])).content.decode()
+    assert "jane@example.com" in page
