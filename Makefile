@@ -44,7 +44,7 @@ format: install-dev
 
 ## Migrations in step with the models, and Django's deployment checks under production-like values.
 check-deploy: install-dev
-	$(PY) manage.py makemigrations --check --dry-run
+	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=false DJANGO_HTTPS=true DJANGO_HSTS_PRELOAD=true \
 	DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
 	DJANGO_ADMIN_URL=staff-console/ $(PY) manage.py check --deploy --fail-level WARNING

@@ -2,9 +2,16 @@
 
 from customers.pagination import PageLimitPagination
 from customers.permissions import ViewModelPermission
+from customers.schema import error_responses
 from django.conf import settings
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -19,7 +26,21 @@ _CONFLICT = inline_serializer(
     "ActiveRunConflict",
     {"detail": serializers.CharField(), "active_run": IngestRunSerializer(allow_null=True)},
 )
-_ERROR = inline_serializer("IngestError", {"detail": serializers.CharField()})
+# A resume is also refused when the run itself cannot be resumed: then the body has no `active_run`.
+_RESUME_CONFLICT = inline_serializer(
+    "ResumeConflict",
+    {
+        "detail": serializers.CharField(),
+        "active_run": IngestRunSerializer(
+            required=False, allow_null=True, help_text="The run in progress, when that is why the resume was refused."
+        ),
+    },
+)
+_WAIT = OpenApiParameter(
+    "wait",
+    {"type": "integer", "minimum": 0, "maximum": 3600},
+    description="Seconds to wait for the run to finish (0-3600), capped by INGESTION_MAX_WAIT_SECONDS.",
+)
 
 
 def _accepted(request, run: IngestRun, wait: int | None) -> Response:
@@ -45,13 +66,15 @@ class IngestView(APIView):
     throttle_scope = "ingest"
 
     @extend_schema(
+        summary="Start an ingestion run",
         parameters=[IngestRequestSerializer],
         request=None,
         responses={
             200: OpenApiResponse(IngestRunSerializer, description="Finished within `wait` seconds."),
             202: OpenApiResponse(IngestRunSerializer, description="Queued or running; see the Location header."),
-            400: OpenApiResponse(description="Invalid query parameter."),
+            **error_responses(400, 401, 403),
             409: OpenApiResponse(_CONFLICT, description="Another run is queued or running."),
+            **error_responses(429),
         },
     )
     def post(self, request):
@@ -68,6 +91,18 @@ class IngestView(APIView):
         return _accepted(request, run, params.validated_data.get("wait"))
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List ingestion runs",
+        description="Runs, newest first.",
+        responses={200: IngestRunSerializer(many=True), **error_responses(400, 401, 403, 429)},
+    ),
+    retrieve=extend_schema(
+        summary="Get one ingestion run",
+        description="A run with its status, counters and error.",
+        responses={200: IngestRunSerializer, **error_responses(401, 403, 404, 429)},
+    ),
+)
 class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Runs, newest first, with their failures; failed or abandoned runs can be resumed."""
 
@@ -83,7 +118,14 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             return [CanStartIngestion()]
         return super().get_permissions()
 
-    @extend_schema(responses=IngestFailureSerializer(many=True))
+    @extend_schema(
+        summary="List the records a run rejected",
+        description=(
+            "In the order the upstream sent them. `email` and `phone` in `raw` are masked unless the user "
+            "holds `ingestion.view_personal_data`."
+        ),
+        responses={200: IngestFailureSerializer(many=True), **error_responses(400, 401, 403, 404, 429)},
+    )
     @action(detail=True, methods=["get"], serializer_class=IngestFailureSerializer)
     def failures(self, request, pk=None):
         run = self.get_object()
@@ -93,9 +135,19 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         return self.get_paginated_response(IngestFailureSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
+        summary="Resume a failed or abandoned run",
+        description="The run continues after its last committed page.",
         request=None,
-        parameters=[OpenApiParameter("wait", int, description="Seconds to wait for the run to finish (0-3600).")],
-        responses={200: IngestRunSerializer, 202: IngestRunSerializer, 404: _ERROR, 409: _CONFLICT},
+        parameters=[_WAIT],
+        responses={
+            200: OpenApiResponse(IngestRunSerializer, description="Finished within `wait` seconds."),
+            202: OpenApiResponse(IngestRunSerializer, description="Queued again; see the Location header."),
+            **error_responses(400, 401, 403, 404),
+            409: OpenApiResponse(
+                _RESUME_CONFLICT, description="Another run is active, or this run is neither failed nor abandoned."
+            ),
+            **error_responses(429),
+        },
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
