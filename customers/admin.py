@@ -23,8 +23,24 @@ class UpdatedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PipelineOwnedAdmin(admin.ModelAdmin):
+    """Rows the pipeline owns: nobody adds, edits or deletes them in the admin.
+
+    For customers, deleting would also break the dense `seq` the API pages by.
+    """
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(PipelineOwnedAdmin):
     """Read-only view of pipeline-owned rows, tuned for a million of them."""
 
     list_display = ["customer_id", "first_name", "last_name", "email", "created_at", "updated_at"]
@@ -49,14 +65,3 @@ class CustomerAdmin(admin.ModelAdmin):
         if not search_term.strip():
             return queryset, False
         return selectors.matching_admin_search(queryset, search_term), False
-
-    # The pipeline owns these rows: nobody adds, edits or deletes them here (deleting
-    # would also break the dense `seq` the API pages by).
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -37,16 +37,6 @@ class CustomerSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Customer
-        fields = [
-            "customer_id",
-            "first_name",
-            "last_name",
-            "email",
-            "phone",
-            "address",
-            "date_of_birth",
-            "account_balance",
-            "created_at",
-            "updated_at",
-        ]
+        # The upstream's nine fields, in its order, then ours; bookkeeping never leaves.
+        fields = [*Customer.SOURCE_FIELDS, "updated_at"]
         read_only_fields = fields

@@ -10,25 +10,15 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from customers.admin import PipelineOwnedAdmin
 from customers.pagination import EstimatedCountPaginator
 from ingestion import runs, tasks
 from ingestion.models import IngestFailure, IngestRun, RunTrigger
 from ingestion.serializers import PERSONAL_FIELDS, mask
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Pipeline-owned rows are written by the pipeline only."""
-
+class ReadOnlyAdmin(PipelineOwnedAdmin):
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(IngestRun)

@@ -6,25 +6,14 @@ that follows works on the staged rows set-based.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
+from customers.models import Customer
 from ingestion.models import StagedCustomer
 from ingestion.validation import ValidRecord
 
-STAGED_COLUMNS = (
-    "run_id",
-    "page",
-    "position",
-    "customer_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "address",
-    "date_of_birth",
-    "account_balance",
-    "created_at",
-    "staged_at",
-)
+STAGED_COLUMNS = ("run_id", "page", "position", *Customer.SOURCE_FIELDS, "staged_at")
+_source_values = attrgetter(*Customer.SOURCE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,23 +30,6 @@ def stage_rows(cursor, *, run_id: int, rows: Iterable[StagedRow], staged_at) -> 
     count = 0
     with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         for row in rows:
-            r = row.record
-            copy.write_row(
-                (
-                    run_id,
-                    row.page,
-                    row.position,
-                    r.customer_id,
-                    r.first_name,
-                    r.last_name,
-                    r.email,
-                    r.phone,
-                    r.address,
-                    r.date_of_birth,
-                    r.account_balance,
-                    r.created_at,
-                    staged_at,
-                )
-            )
+            copy.write_row((run_id, row.page, row.position, *_source_values(row.record), staged_at))
             count += 1
     return count

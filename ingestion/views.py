@@ -1,8 +1,5 @@
 """HTTP doors onto the pipeline: start, resume and read runs and their failures."""
 
-from customers.pagination import PageLimitPagination
-from customers.permissions import ViewModelPermission
-from customers.schema import error_responses
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import (
@@ -17,6 +14,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from customers.pagination import PageLimitPagination
+from customers.permissions import ViewModelPermission
+from customers.schema import error_responses
 from ingestion import runs, tasks
 from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
 from ingestion.permissions import CanStartIngestion

@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import ScopedRateThrottle
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from config.wsgi import application
 from customers.models import Customer
@@ -24,7 +28,7 @@ from ingestion import pipeline, runs
 from ingestion.models import IngestRun
 from tests.ingestion.fakes import FakeUpstream, Reply, record, records
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded and reproducible: the same cases on every run, about 25 per operation and mode.
 EXAMPLES = settings(
     max_examples=25,
