@@ -105,7 +105,9 @@ def services(env: Mapping[str, str]) -> list[Service]:
     return [
         Service("mocksource", mocksource, mocksource_env, f"http://{mock}/api/health"),
         Service("web", web, web_env, f"http://{api}/api/health"),
-        Service("worker", [sys.executable, "manage.py", "procrastinate", "worker"], dict(env)),
+        # Two job slots: the minute sweep (dead-run detection, schedule) keeps running while
+        # an ingestion holds the other; the job lock still allows one ingestion at a time.
+        Service("worker", [sys.executable, "manage.py", "procrastinate", "worker", "--concurrency", "2"], dict(env)),
     ]
 
 

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
@@ -29,7 +30,7 @@ from ingestion.models import IngestRun, RunStatus
 from ingestion.source import ClientSettings, Page, UpstreamClient, UpstreamError
 from ingestion.source_url import SourceURLRefused, check_source_url
 from ingestion.staging import StagedRow, stage_rows
-from ingestion.validation import Rejection, validate_record
+from ingestion.validation import Rejection, ValidRecord, validate_record
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def execute_run(run_id: int, *, progress: Progress | None = None, session: reque
     logger.info("run started", extra={"run_id": run.pk, "page": run.last_committed_page + 1})
     try:
         with _heartbeat(run.pk):
-            for page in fetch_pages(client, first=run.last_committed_page + 1):
+            for page in fetch_pages(client, first=run.last_committed_page + 1, prepare=validate_page):
                 batch.add(page)
                 if batch.size >= settings.INGESTION_BATCH_SIZE:
                     run = commit_batch(run, batch, retries=retries.take())
@@ -88,41 +89,46 @@ def execute_run(run_id: int, *, progress: Progress | None = None, session: reque
     return runs.finish_run(run_id, RunStatus.SUCCEEDED)
 
 
-def fetch_pages(client: UpstreamClient, *, first: int) -> Iterator[Page]:
-    """Yield pages from `first` on, in order, fetching up to INGESTION_CONCURRENCY ahead.
+def fetch_pages(client: UpstreamClient, *, first: int, prepare: Callable | None = None) -> Iterator:
+    """Yield pages from `first` on, in page order, fetched ahead on a thread pool.
 
+    Up to INGESTION_CONCURRENCY requests run at once, and up to two batches' worth of
+    pages wait ready, so fetching (and `prepare`, run on the same threads: validation)
+    goes on while the caller commits a batch. Memory stays bounded by that window.
     The walk ends after the last page announced by the latest `total`, or at the first
-    empty page. Merging stays strictly in page order, so results do not depend on
-    which fetch finishes first.
+    empty page. Pages come out strictly in order, whichever fetch finishes first.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    page = client.fetch_page(first)
-    yield page
+    work = client.fetch_page if prepare is None else (lambda number: prepare(client.fetch_page(number)))
+    concurrency = settings.INGESTION_CONCURRENCY
+    window = max(concurrency, 2 * -(-settings.INGESTION_BATCH_SIZE // client.page_size))
+    item = work(first)
+    yield item
+    page = _page_of(item)
     last = _last_page(page)
     if page.number >= last or not page.records:
         return
-    with ThreadPoolExecutor(max_workers=settings.INGESTION_CONCURRENCY) as pool:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
         ahead, next_number = {}, page.number + 1
-        while True:
-            while next_number <= last and len(ahead) < settings.INGESTION_CONCURRENCY:
-                ahead[next_number] = pool.submit(client.fetch_page, next_number)
-                next_number += 1
-            if not ahead:
-                return
-            number = min(ahead)
-            try:
-                page = ahead.pop(number).result()
-            except BaseException:
-                for future in ahead.values():
-                    future.cancel()
-                raise
-            yield page
-            last = _last_page(page)
-            if not page.records or page.number >= last:
-                for future in ahead.values():
-                    future.cancel()
-                return
+        try:
+            while True:
+                while next_number <= last and len(ahead) < window:
+                    ahead[next_number] = pool.submit(work, next_number)
+                    next_number += 1
+                if not ahead:
+                    return
+                item = ahead.pop(min(ahead)).result()
+                yield item
+                page = _page_of(item)
+                last = _last_page(page)
+                if not page.records or page.number >= last:
+                    return
+        finally:
+            for future in ahead.values():
+                future.cancel()
+
+
+def _page_of(item) -> Page:
+    return item if isinstance(item, Page) else item.page
 
 
 def _last_page(page: Page) -> int:
@@ -185,6 +191,17 @@ def client_settings() -> ClientSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ValidatedPage:
+    page: Page
+    outcomes: list[ValidRecord | Rejection]
+
+
+def validate_page(page: Page) -> ValidatedPage:
+    """Validate every record of a page (runs on the fetch threads)."""
+    return ValidatedPage(page, [validate_record(raw) for raw in page.records])
+
+
 @dataclass
 class _Batch:
     """Whole pages of validated records waiting for one commit."""
@@ -205,10 +222,9 @@ class _Batch:
     def last_position(self) -> int:
         return self.first_position + self.size - 1
 
-    def add(self, page: Page) -> None:
-        position = self.first_position + self.size
-        for raw in page.records:
-            outcome = validate_record(raw)
+    def add(self, prepared: "ValidatedPage") -> None:
+        page, position = prepared.page, self.first_position + self.size
+        for raw, outcome in zip(page.records, prepared.outcomes, strict=True):
             if isinstance(outcome, Rejection):
                 self.rejected.append(RejectedRecord(page.number, position, outcome, raw))
             else:
