@@ -202,7 +202,7 @@ def summarise(results: dict[int, list[dict]]) -> dict:
                 "rows_per_second": report.median(run["rows"] / run["seconds"] for run in runs),
                 "peak_rss_mib": report.median(run["peak_rss_mib"] for run in runs),
                 "process_seconds": report.median(run["process_seconds"] for run in runs),
-                "inserted": max(run.get("inserted", 0) for run in runs),
+                "inserted": max(run.get("inserted", run.get("written", 0)) for run in runs),
                 "updated": max(run.get("updated", 0) for run in runs),
                 "customer_updates": max(run["customer_updates"] for run in runs),
                 "batch_growth": report.median(_batch_growth(run.get("batch_seconds")) for run in runs),

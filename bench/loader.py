@@ -11,6 +11,7 @@ benchmark can set up a million rows in well under a minute of ingestion time.
 
 import argparse
 import json
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
     args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     django.setup()
     started = time.perf_counter()
     loaded = load(args.dataset)

@@ -10,9 +10,10 @@ and each endpoint is loaded for --duration seconds after a --warmup:
   detail       GET /api/customers/{id}, ids drawn from a fixed random sample of 1000
 
 The load comes from wrk when it is installed (bench/wrk_paths.lua), otherwise from a
-bounded thread pool of keep-alive sessions in this process. Reported: requests/s,
-p50, p99 and non-2xx responses, and per endpoint the p50 at the largest size over
-the p50 at the smallest.
+bounded thread pool of keep-alive sessions in this process. Each endpoint is measured
+--repeat times, endpoints taking turns; reported are the medians of requests/s, p50
+and p99, the non-2xx responses, and per endpoint the p50 at the largest size over the
+p50 at the smallest.
 
     python bench/read_api.py --sizes 10000,1000000 --duration 10
 """
@@ -60,8 +61,7 @@ def main() -> None:
             results[size] = bench_size(size, args, env, database_url, token, tool)
     finally:
         environment.empty_run_tables(database_url, customers=True)
-        with environment.connect(database_url) as conn:
-            conn.execute("DELETE FROM auth_user WHERE username = %s", [USERNAME])
+        _drop_user(database_url)
     load_after = environment.load_average()
     saved = report.save(
         "read_api",
@@ -83,6 +83,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=_sizes, default=[10_000, 1_000_000], help="Default: 10k,1M.")
     parser.add_argument("--duration", type=float, default=10, help="Seconds of load per endpoint (default 10).")
+    parser.add_argument("--repeat", type=int, default=3, help="Measurements per endpoint; medians (default 3).")
     parser.add_argument("--warmup", type=float, default=2, help="Seconds of unmeasured load first (default 2).")
     parser.add_argument("--connections", type=int, default=8, help="Concurrent keep-alive connections (default 8).")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn API workers (default 2, 4 threads each).")
@@ -94,8 +95,8 @@ def parse_args() -> argparse.Namespace:
         help="PostgreSQL database whose name contains 'bench' (default: BENCH_DATABASE_URL or the local 'bench').",
     )
     args = parser.parse_args()
-    if args.duration <= 0 or args.connections < 1:
-        parser.error("--duration and --connections must be positive")
+    if args.duration <= 0 or args.connections < 1 or args.repeat < 1:
+        parser.error("--duration, --connections and --repeat must be positive")
     return args
 
 
@@ -111,6 +112,14 @@ def _token(env: dict[str, str]) -> str:
     return next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("token:"))
 
 
+def _drop_user(database_url: str) -> None:
+    with environment.connect(database_url) as conn, conn.transaction():
+        conn.execute(
+            "DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username = %s)", [USERNAME]
+        )
+        conn.execute("DELETE FROM auth_user WHERE username = %s", [USERNAME])
+
+
 def bench_size(size: int, args, env: dict, database_url: str, token: str, tool: str) -> dict:
     dataset = datasets.base_dataset(size, seed=args.seed, env=env)
     environment.empty_run_tables(database_url, customers=True)
@@ -124,19 +133,31 @@ def bench_size(size: int, args, env: dict, database_url: str, token: str, tool: 
         "list_last": [f"/api/customers?page={last}&limit=100"],
         "detail": [f"/api/customers/{customer_id}" for customer_id in ids],
     }
-    measured = {"rows": total}
+    measured: dict = {"rows": total}
     log = RESULTS / "logs" / f"api-{size}.log"
     with servers.gunicorn(["-c", "config/gunicorn.py", "config.wsgi:application"], env=env, log=log) as url:
-        for name in ENDPOINTS:
-            _check(url + paths[name][0], token)
-            load(tool, url, paths[name], token, args.warmup, args.connections)
-            measured[name] = load(tool, url, paths[name], token, args.duration, args.connections)
-            figures = measured[name]
-            print(
-                f"  {name:<11} {figures['requests_per_second']:8.1f} req/s  p50 {figures['p50_ms']:7.2f} ms  "
-                f"p99 {figures['p99_ms']:7.2f} ms  non-2xx {figures['non2xx']}",
-                flush=True,
-            )
+        items = {name: _check(url + paths[name][0], token) for name in ENDPOINTS}
+        runs: dict[str, list[dict]] = {name: [] for name in ENDPOINTS}
+        # Endpoints take turns within each repeat, so a noisy minute does not hit only one of them.
+        for repeat in range(args.repeat):
+            for name in ENDPOINTS:
+                load(tool, url, paths[name], token, args.warmup, args.connections)
+                figures = load(tool, url, paths[name], token, args.duration, args.connections)
+                runs[name].append(figures)
+                print(
+                    f"  {repeat + 1}/{args.repeat} {name:<11} {figures['requests_per_second']:8.1f} req/s  "
+                    f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  non-2xx {figures['non2xx']}",
+                    flush=True,
+                )
+    for name in ENDPOINTS:
+        measured[name] = {
+            "items": items[name],
+            "requests_per_second": report.median(run["requests_per_second"] for run in runs[name]),
+            "p50_ms": report.median(run["p50_ms"] for run in runs[name]),
+            "p99_ms": report.median(run["p99_ms"] for run in runs[name]),
+            "non2xx": sum(run["non2xx"] for run in runs[name]),
+            "runs": runs[name],
+        }
     return measured
 
 
@@ -150,10 +171,13 @@ def _sample(database_url: str) -> tuple[int, list[str]]:
         return total, [str(row[0]) for row in rows]
 
 
-def _check(url: str, token: str) -> None:
+def _check(url: str, token: str) -> int:
+    """Fail early on a non-200; return how many customers the response holds."""
     response = requests.get(url, headers={"Authorization": f"Token {token}"}, timeout=30)
     if response.status_code != 200:
         raise RuntimeError(f"GET {url} answered {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    return len(body["data"]) if "data" in body else 1
 
 
 def load(tool: str, url: str, paths: list[str], token: str, duration: float, connections: int) -> dict:
@@ -230,6 +254,7 @@ def render(results: dict, args) -> str:
                 (
                     f"{size:,}",
                     name,
+                    figures["items"],
                     round(figures["requests_per_second"], 1),
                     figures["p50_ms"],
                     figures["p99_ms"],
@@ -237,10 +262,10 @@ def render(results: dict, args) -> str:
                 )
             )
     text = (
-        f"{args.duration:g} s per endpoint after {args.warmup:g} s of warm-up, {args.connections} connections, "
-        f"{args.workers} gunicorn workers.\n\n"
+        f"Medians of {args.repeat} measurements of {args.duration:g} s per endpoint, each after {args.warmup:g} s "
+        f"of warm-up; {args.connections} connections, {args.workers} gunicorn workers of 4 threads.\n\n"
     )
-    text += report.table(("customers", "endpoint", "req/s", "p50 ms", "p99 ms", "non-2xx"), rows)
+    text += report.table(("customers", "endpoint", "rows in response", "req/s", "p50 ms", "p99 ms", "non-2xx"), rows)
     sizes = list(results)
     if len(sizes) > 1:
         small, large = results[sizes[0]], results[sizes[-1]]

@@ -14,6 +14,7 @@ The result (seconds, counters, peak RSS) is written as JSON to --output.
 import argparse
 import cProfile
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="Write a cProfile of the operation here.")
     parser.add_argument("--trace-batches", action="store_true", help="Time every batch commit (ingest only).")
     args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     django.setup()
     operation = OPERATIONS[args.operation]
     profiler = cProfile.Profile() if args.profile else None

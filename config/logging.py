@@ -6,6 +6,7 @@ passed by mistake as `extra` is dropped here instead of landing in the log store
 
 import json
 import logging
+import traceback
 from datetime import UTC, datetime
 
 SAFE_EXTRA_KEYS = frozenset(
@@ -31,6 +32,20 @@ SAFE_EXTRA_KEYS = frozenset(
 )
 
 
+def describe_exception(exc_info) -> str:
+    """The exception's type, SQLSTATE and stack frames, without its message.
+
+    Messages carry data: a unique violation's DETAIL names the email that clashed, and a
+    failed query can quote filter values. Frames and codes are enough to find the cause.
+    """
+    kind, exc, tb = exc_info
+    name = kind.__name__ if kind else "Exception"
+    cause = getattr(exc, "__cause__", None)
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    header = f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
+    return header + "\n" + "".join(traceback.format_tb(tb))
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as `{"time", "level", "logger", "message", ...safe extras, "exception"?}`."""
 
@@ -44,7 +59,7 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update((key, value) for key, value in record.__dict__.items() if key in SAFE_EXTRA_KEYS)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = describe_exception(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         # default=str: an id that is a UUID or a Decimal must not cost the whole line.

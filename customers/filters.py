@@ -1,7 +1,11 @@
 """Query parameters of the customer listing."""
 
+from datetime import timedelta
+
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import F
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 
 from customers import selectors
@@ -36,6 +40,21 @@ ORDERING_LABELS = {
 }
 
 
+class _StorableDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time PostgreSQL can compare: its offsets stop at 15:59, Python's at 23:59."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        offset = moment.utcoffset() if moment is not None else None
+        if offset is not None and abs(offset) >= timedelta(hours=16):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return moment
+
+
+class DateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _StorableDateTimeField
+
+
 class CustomerFilter(django_filters.FilterSet):
     email = django_filters.CharFilter(
         method="filter_email", max_length=255, help_text="Exact email address, ignoring case."
@@ -48,17 +67,17 @@ class CustomerFilter(django_filters.FilterSet):
             "characters or more match anywhere in a name, shorter ones at its start."
         ),
     )
-    created_after = django_filters.IsoDateTimeFilter(
+    created_after = DateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
         help_text="ISO 8601 date-time; created at or after it (without an offset: UTC).",
     )
-    created_before = django_filters.IsoDateTimeFilter(
+    created_before = DateTimeFilter(
         field_name="created_at",
         lookup_expr="lt",
         help_text="ISO 8601 date-time; created strictly before it (without an offset: UTC).",
     )
-    updated_since = django_filters.IsoDateTimeFilter(
+    updated_since = DateTimeFilter(
         field_name="updated_at",
         lookup_expr="gte",
         help_text="ISO 8601 date-time; changed at or after it. Never-changed customers are left out.",

@@ -33,6 +33,9 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     queryset = Customer.objects.for_listing()
     serializer_class = CustomerSerializer
     lookup_field = "customer_id"
+    # Any path segment reaches the view, so a malformed id gets our JSON 404 (and an
+    # anonymous caller its 401), not Django's HTML page.
+    lookup_value_regex = "[^/]+"
     permission_classes = [ViewModelPermission]
     filter_backends = [FilterBackend]
     filterset_class = CustomerFilter

@@ -290,7 +290,9 @@ class _heartbeat:
 
 def _fail_after_crash(run_id: int, exc: BaseException) -> None:
     """Record an unexpected error on the run, on a fresh connection if the old one broke."""
-    message = f"{type(exc).__name__}: {exc}"
+    # First line only: database errors add DETAIL lines that quote row values (an email).
+    text = str(exc).strip()
+    message = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
     logger.error("run crashed", extra={"run_id": run_id, "reason": type(exc).__name__})
     try:
         if connection.in_atomic_block:

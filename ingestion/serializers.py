@@ -1,3 +1,5 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ingestion.models import IngestFailure, IngestRun
@@ -64,7 +66,8 @@ class IngestFailureSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_raw(self, failure) -> dict | list | str | None:
+    @extend_schema_field(OpenApiTypes.ANY)  # whatever the upstream sent: object, list, number...
+    def get_raw(self, failure):
         request = self.context.get("request")
         if request is not None and request.user.has_perm("ingestion.view_personal_data"):
             return failure.raw

@@ -88,6 +88,8 @@ class IngestView(APIView):
             )
         except runs.RunAlreadyActive as refused:
             return _conflict(refused)
+        except runs.RunRefused as refused:  # e.g. the configured upstream is not an allowed host
+            return Response({"detail": str(refused), "active_run": None}, status=status.HTTP_409_CONFLICT)
         return _accepted(request, run, params.validated_data.get("wait"))
 
 
@@ -107,6 +109,7 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     """Runs, newest first, with their failures; failed or abandoned runs can be resumed."""
 
     queryset = IngestRun.objects.order_by("-id")
+    lookup_value_regex = "[^/]+"  # a malformed id gets the JSON 404, not Django's HTML one
     serializer_class = IngestRunSerializer
     pagination_class = PageLimitPagination
     permission_classes = [ViewModelPermission]

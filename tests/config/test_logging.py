@@ -69,18 +69,40 @@ def test_extras_off_the_allowlist_never_reach_the_line(log):
     assert "ada@example.com" not in json.dumps(line)
 
 
-def test_an_exception_is_formatted_into_the_line(log):
+def test_an_exception_is_logged_with_type_and_frames_but_not_its_message(log):
     logger, lines = log
 
+    email = "jane.doe" + "@example.com"  # data, as a real run would have it, not source text
     try:
-        raise ValueError("page 4 is not JSON")
+        raise ValueError(f"no customer {email}")
     except ValueError:
         logger.exception("run crashed", extra={"run_id": 9})
 
     [line] = lines()
     assert line["level"] == "ERROR"
-    assert line["exception"].startswith("Traceback")
-    assert "ValueError: page 4 is not JSON" in line["exception"]
+    assert line["exception"].startswith("ValueError\n")
+    assert "test_logging.py" in line["exception"] and "raise ValueError" in line["exception"]
+    assert "jane.doe" not in json.dumps(line)
+
+
+def test_a_database_error_is_logged_with_its_sqlstate_and_no_row_values(log):
+    import psycopg
+    from django.db import IntegrityError
+
+    logger, lines = log
+    detail = 'duplicate key value violates unique constraint "customer_email_ci_unique"\n'
+    detail += "DETAIL:  Key (lower(email::text))=(ada@example.org) already exists."
+    try:
+        try:
+            raise psycopg.errors.UniqueViolation(detail)
+        except psycopg.Error as exc:
+            raise IntegrityError(detail) from exc
+    except IntegrityError:
+        logger.exception("batch failed", extra={"run_id": 3})
+
+    [line] = lines()
+    assert line["exception"].startswith("IntegrityError (SQLSTATE 23505)")
+    assert "ada@example.org" not in json.dumps(line)
 
 
 def test_a_value_json_cannot_encode_is_written_as_text(log):

@@ -116,7 +116,7 @@ def test_list_balances_keep_two_decimals(reader_client):
 # --- Not found --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("customer_id", [str(uuid.uuid4()), "not-a-uuid", "123", "0" * 40])
+@pytest.mark.parametrize("customer_id", [str(uuid.uuid4()), "not-a-uuid", "123", "0" * 40, "0.5", "a.b.c"])
 def test_unknown_or_malformed_id_is_a_json_404(reader_client, customer_id):
     create_customer()
 

@@ -109,7 +109,16 @@ def test_date_filters(reader_client, dated, params, expected_seqs):
 
 @pytest.mark.parametrize("name", ["created_after", "created_before", "updated_since"])
 @pytest.mark.parametrize(
-    "value", ["yesterday", "2024-13-01", "2024-01-10T25:00:00Z", "1704906421", "2024-01-10T10:00:00+99:00"]
+    "value",
+    [
+        "yesterday",
+        "2024-13-01",
+        "2024-01-10T25:00:00Z",
+        "1704906421",
+        "2024-01-10T10:00:00+99:00",
+        "2024-01-01T00:00:00+16:00",
+        "2024-01-01T00:00:00-23:59",  # valid in Python, not in PostgreSQL
+    ],
 )
 def test_invalid_dates_are_a_400_naming_the_parameter(reader_client, name, value):
     response = reader_client.get(URL, {name: value})

@@ -48,6 +48,8 @@ def make_run(**fields) -> IngestRun:
         ("get", "/api/ingest/runs/1"),
         ("get", "/api/ingest/runs/1/failures"),
         ("post", "/api/ingest/runs/1/resume"),
+        ("get", "/api/ingest/runs/0.5"),
+        ("get", "/api/customers/0.5"),
     ],
 )
 def test_anonymous_requests_get_401(method, url):
@@ -237,3 +239,21 @@ def test_starting_runs_is_throttled_per_user(operator, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "1000/minute", "ingest": "2/minute"})
     statuses = [operator.post("/api/ingest").status_code for _ in range(3)]
     assert statuses == [202, 409, 429]
+
+
+@pytest.mark.django_db
+def test_malformed_run_id_is_a_json_404(operator):
+    response = operator.get("/api/ingest/runs/0.5")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.django_db
+def test_a_refused_configured_upstream_is_409_not_500(operator, settings):
+    settings.INGESTION_SOURCE_URL = "http://127.0.0.1:9"
+    settings.INGESTION_ALLOW_PRIVATE_NETWORKS = False
+    response = operator.post("/api/ingest")
+    assert response.status_code == 409
+    assert "non-public address 127.0.0.1" in response.json()["detail"]
+    assert response.json()["active_run"] is None
+    assert not IngestRun.objects.exists()
