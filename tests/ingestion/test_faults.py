@@ -5,8 +5,8 @@ bodies, wrong envelopes) are covered one per test in test_source.py and, end to 
 against mocksource, in test_commands.py; data faults (bad fields, duplicates, email
 conflicts and swaps) in test_pipeline.py and test_properties.py; killed workers and
 concurrent runs in test_tasks.py and test_views.py. This module adds what needs
-more machinery: the database connection dying mid-run, and readers paging while an
-ingestion commits.
+more machinery: the database connection dying mid-run, readers paging while an
+ingestion commits, and each fault of the real mocksource end to end over HTTP.
 """
 
 import threading
@@ -21,7 +21,10 @@ from rest_framework.test import APIClient
 from customers.models import Customer
 from ingestion import pipeline, runs
 from ingestion.models import IngestRun
+from mocksource.dataset import write_dataset
+from mocksource.faults import FaultConfig
 from tests.ingestion.fakes import FakeUpstream, records
+from tests.upstream import make_records, running_mocksource
 
 
 def _dsn() -> str:
@@ -111,3 +114,58 @@ def test_readers_paging_during_an_ingestion_see_self_consistent_pages(settings, 
     assert problems == []
     assert outcome["run"].status == "succeeded"
     assert client.get("/api/customers").json()["total"] == 600
+
+
+# --- The upstream misbehaving, end to end over HTTP: one fault per test, final state asserted ---
+
+RECOVERABLE_FAULTS = {
+    "5xx": FaultConfig(seed=11, error_rate=0.4),
+    "429 with Retry-After seconds": FaultConfig(seed=12, rate_limit_rate=0.4),
+    "429 with Retry-After date": FaultConfig(seed=13, rate_limit_rate=0.4, retry_after_format="http-date"),
+    "truncated JSON": FaultConfig(seed=14, truncate_rate=0.4),
+    "malformed body or wrong envelope": FaultConfig(seed=15, malformed_rate=0.4),
+    "connection closed mid-body": FaultConfig(seed=16, disconnect_rate=0.4),
+    "everything at once": FaultConfig(seed=17, error_rate=0.1, rate_limit_rate=0.1, truncate_rate=0.1,
+                                      malformed_rate=0.1, disconnect_rate=0.1),
+}  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fault", RECOVERABLE_FAULTS.values(), ids=RECOVERABLE_FAULTS.keys())
+def test_transient_upstream_faults_are_retried_and_every_row_lands_once(fault, tmp_path, settings):
+    settings.INGESTION_MAX_RETRIES = 10
+    settings.INGESTION_RETRY_AFTER_CAP = 0  # honoured, but capped so the test does not sleep
+    path = tmp_path / "customers.jsonl"
+    write_dataset(make_records(250), path)
+    with running_mocksource(path, faults=fault) as base_url:
+        run = runs.create_run(trigger="command", source_url=base_url, page_size=25)
+        run = pipeline.execute_run(run.pk)
+    assert run.status == "succeeded", run.error
+    assert (run.fetched, run.inserted, run.invalid, run.conflicts, run.duplicates) == (250, 250, 0, 0, 0)
+    assert run.retries > 0 and sum(run.retries_by_reason.values()) == run.retries
+    assert Customer.objects.count() == 250
+    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 251))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fault", "limits", "reason"),
+    [
+        (FaultConfig(latency_ms=400), {"INGESTION_READ_TIMEOUT": 0.1}, "timed out"),
+        (FaultConfig(drip_bytes_per_second=200), {"INGESTION_PAGE_DEADLINE": 0.3}, "not received within 0.3 s"),
+    ],
+    ids=["timeout", "slow drip"],
+)
+def test_an_upstream_too_slow_for_the_limits_fails_the_run_cleanly(fault, limits, reason, tmp_path, settings):
+    settings.INGESTION_MAX_RETRIES = 1
+    for name, value in limits.items():
+        setattr(settings, name, value)
+    path = tmp_path / "customers.jsonl"
+    write_dataset(make_records(30), path)
+    with running_mocksource(path, faults=fault) as base_url:
+        run = runs.create_run(trigger="command", source_url=base_url, page_size=10)
+        run = pipeline.execute_run(run.pk)
+    assert run.status == "failed"
+    assert reason in run.error
+    assert (run.fetched, run.retries) == (0, 1)
+    assert Customer.objects.count() == 0
