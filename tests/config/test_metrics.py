@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingestion.models import IngestRun, RunStatus
+from tests.database import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -252,12 +253,6 @@ def test_multiprocess_mode_merges_the_request_counts_of_every_process(client, db
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"]
 
 
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_gunicorn_workers_all_report_the_same_server_wide_counts(tmp_path):
@@ -267,7 +262,7 @@ def test_gunicorn_workers_all_report_the_same_server_wide_counts(tmp_path):
     env = _environment(
         DJANGO_SECRET_KEY="x" * 60,
         DJANGO_HTTPS="false",
-        DATABASE_URL=_test_database_url(),
+        DATABASE_URL=subprocess_database_url(),
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         GUNICORN_WORKERS="3",
         GUNICORN_THREADS="1",

@@ -23,15 +23,9 @@ from ingestion import pipeline, runs
 from ingestion.models import IngestRun
 from mocksource.dataset import write_dataset
 from mocksource.faults import FaultConfig
+from tests.database import side_connection_kwargs
 from tests.ingestion.fakes import FakeUpstream, records
 from tests.upstream import make_records, running_mocksource
-
-
-def _dsn() -> str:
-    db = connection.settings_dict
-    return psycopg.conninfo.make_conninfo(
-        dbname=db["NAME"], user=db["USER"] or None, host=db["HOST"] or None, port=db["PORT"] or None
-    )
 
 
 class KillConnectionOnPage(FakeUpstream):
@@ -43,7 +37,7 @@ class KillConnectionOnPage(FakeUpstream):
 
     def send(self, request, **kwargs):
         if f"page={self.kill_page}&" in request.url and self.backend_pid:
-            with psycopg.connect(_dsn(), autocommit=True) as admin:
+            with psycopg.connect(**side_connection_kwargs(), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", [self.backend_pid])
             self.backend_pid = None
         return super().send(request, **kwargs)

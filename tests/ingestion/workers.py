@@ -5,23 +5,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, urlencode
-
-from django.db import connection
 
 from ingestion import tasks
+from tests.database import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_process(**env) -> subprocess.Popen:
     """Start `manage.py procrastinate worker` on the ingestion queue, against this test's database."""
-    db = connection.settings_dict
-    query = urlencode({"host": db["HOST"] or "localhost", "port": db["PORT"] or 5432})
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INGESTION_"))},
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgresql://{quote(db['USER'] or '')}@/{db['NAME']}?{query}",
+        "DATABASE_URL": subprocess_database_url(),
         **env,
     }
     command = [sys.executable, "manage.py", "procrastinate", "worker", "--queues", tasks.QUEUE]
