@@ -124,12 +124,32 @@ def machine(database_url: str) -> dict[str, str]:
         postgres = conn.execute("SHOW server_version").fetchone()[0]
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "revision": revision(),
         "cpu": cpu,
         "nproc": str(os.cpu_count()),
         "memory": f"{memory_kib / 1024 / 1024:.1f} GiB",
         "python": platform.python_version(),
         "postgresql": postgres,
     }
+
+
+def revision() -> str:
+    """The commit measured, marked when the application code differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "ingestion", "customers", "config", "mocksource"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} (with local changes)" if changed else commit
 
 
 def load_average() -> str:

@@ -53,7 +53,7 @@ def main() -> None:
     environment.manage(env, "migrate", "--noinput")
     tool = "wrk" if args.tool == "auto" and shutil.which("wrk") else args.tool.replace("auto", "python")
     load_before = environment.load_average()
-    print(f"load before: {load_before}; load generator: {tool}", flush=True)
+    print(f"revision {environment.revision()}; load before: {load_before}; load generator: {tool}", flush=True)
     results = {}
     try:
         token = _token(env)
@@ -74,7 +74,8 @@ def main() -> None:
             "results": results,
         },
     )
-    print(f"\nload average before: {load_before}; after: {load_after}; load generator: {tool}")
+    print(f"\nrevision {environment.revision()}; load average before: {load_before}; after: {load_after}")
+    print(f"load generator: {tool}")
     print(f"raw results: {saved.relative_to(ROOT)}\n")
     print(render(results, args))
 

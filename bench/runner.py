@@ -16,6 +16,7 @@ import cProfile
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,17 @@ def main() -> None:
     parser.add_argument("--source-url", required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--profile", type=Path, help="Write a cProfile of the operation here.")
-    parser.add_argument("--trace-batches", action="store_true", help="Time every batch commit (ingest only).")
+    parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval for this process (GIL hand-over, seconds)."
+    )
+    parser.add_argument(
+        "--trace-batches", action="store_true", help="Time every batch commit and its steps (ingest only)."
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     django.setup()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     operation = OPERATIONS[args.operation]
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
@@ -52,12 +60,12 @@ def ingest(source_url: str, *, trace: bool) -> dict:
     from ingestion import pipeline
     from ingestion.models import IngestRun, RunTrigger
 
-    batches = _trace_commits(pipeline) if trace else None
+    traced = _trace_commits(pipeline) if trace else None
     run = pipeline.ingest(trigger=RunTrigger.COMMAND, source_url=source_url)
     result = {name: getattr(run, name) for name in IngestRun.COUNTERS}
     result |= {"status": run.status, "error": run.error, "rows": run.fetched}
-    if batches is not None:
-        result["batch_seconds"] = batches
+    if traced is not None:
+        result["batch_seconds"], result["step_seconds"] = traced
     return result
 
 
@@ -117,20 +125,28 @@ def bulk_create(source_url: str, *, trace: bool) -> dict:
 OPERATIONS = {"ingest": ingest, "read": read, "bulk-create": bulk_create}
 
 
-def _trace_commits(pipeline) -> list[float]:
-    """Time each `commit_batch` call of the run (the pipeline looks it up by module name)."""
+def _trace_commits(pipeline) -> tuple[list[float], dict[str, float]]:
+    """Time each batch commit, and the steps inside it, by wrapping the names the pipeline calls."""
     durations: list[float] = []
-    original = pipeline.commit_batch
+    steps: dict[str, float] = {}
 
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            durations.append(round(time.perf_counter() - started, 4))
+    def timed(name: str, function, record):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                record(name, time.perf_counter() - started)
 
-    pipeline.commit_batch = timed
-    return durations
+        return wrapper
+
+    def add_step(name: str, seconds: float) -> None:
+        steps[name] = steps.get(name, 0.0) + seconds
+
+    for name in ("stage_rows", "record_rejections", "merge_batch", "record_conflicts"):
+        setattr(pipeline, name, timed(name, getattr(pipeline, name), add_step))
+    pipeline.commit_batch = timed("commit_batch", pipeline.commit_batch, lambda name, s: durations.append(round(s, 4)))
+    return durations, steps
 
 
 def peak_rss_mib() -> float:
