@@ -18,20 +18,6 @@ from pathlib import Path
 
 import django
 
-COLUMNS = (
-    "customer_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "address",
-    "date_of_birth",
-    "account_balance",
-    "created_at",
-    "seq",
-    "ingested_at",
-)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +42,8 @@ def load(path: Path) -> int:
     seen_ids, seen_emails = set(), set()
     seq = 0
     with transaction.atomic(), connection.cursor() as cursor, path.open("rb") as lines:
-        with cursor.cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        columns = (*Customer.SOURCE_FIELDS, "seq", "ingested_at")
+        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for line in lines:
                 record = validate_record(json.loads(line, parse_float=Decimal))
                 if not isinstance(record, ValidRecord):
@@ -67,7 +54,7 @@ def load(path: Path) -> int:
                 seen_ids.add(record.customer_id)
                 seen_emails.add(email)
                 seq += 1
-                copy.write_row([getattr(record, name) for name in COLUMNS[:-2]] + [seq, now])
+                copy.write_row([getattr(record, name) for name in Customer.SOURCE_FIELDS] + [seq, now])
         cursor.execute(f"ANALYZE {table}")
     return seq
 
