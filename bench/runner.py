@@ -94,7 +94,7 @@ def bulk_create(source_url: str, *, trace: bool) -> dict:
     from ingestion.validation import ValidRecord, validate_record
 
     client = UpstreamClient(source_url, page_size=settings.INGESTION_PAGE_SIZE, settings=pipeline.client_settings())
-    fields = ValidRecord.__slots__
+    fields = ValidRecord._fields
     rows = seq = 0
     write_seconds = 0.0
     batch: list[Customer] = []

@@ -5,26 +5,28 @@ from datetime import timedelta
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import F
+from django.db.models.functions import Lower
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 
 from customers import selectors
 from customers.models import Customer
 
-# Parameter -> ORDER BY. Every key but the unique `seq` gets customer_id as a tie-breaker
-# in the same direction, so pages are stable and each ordering is one index scan.
+# Parameter -> ORDER BY, each served by one index scan (customers/models.py). Keys that
+# are not unique get a unique tie-breaker in the same direction, so pages are stable.
 ORDERINGS = {
     "seq": [F("seq").asc()],
     "-seq": [F("seq").desc()],
     "created_at": [F("created_at").asc(), F("customer_id").asc()],
     "-created_at": [F("created_at").desc(), F("customer_id").desc()],
-    # Never-updated rows (NULL) come last in both directions.
-    "updated_at": [F("updated_at").asc(nulls_last=True), F("customer_id").asc()],
-    "-updated_at": [F("updated_at").desc(nulls_last=True), F("customer_id").desc()],
+    # Never-updated rows (NULL) come last in both directions, in ingestion order.
+    "updated_at": [F("updated_at").asc(nulls_last=True), F("seq").asc()],
+    "-updated_at": [F("updated_at").desc(nulls_last=True), F("seq").desc()],
     "last_name": [F("last_name").asc(), F("customer_id").asc()],
     "-last_name": [F("last_name").desc(), F("customer_id").desc()],
-    "email": [F("email").asc(), F("customer_id").asc()],
-    "-email": [F("email").desc(), F("customer_id").desc()],
+    # Emails are unique ignoring case: no tie-breaker needed.
+    "email": [Lower("email").asc()],
+    "-email": [Lower("email").desc()],
 }
 ORDERING_LABELS = {
     "seq": "ingestion order (the default)",
@@ -35,8 +37,8 @@ ORDERING_LABELS = {
     "-updated_at": "most recently changed first, never-changed last",
     "last_name": "last name, A to Z",
     "-last_name": "last name, Z to A",
-    "email": "email, A to Z",
-    "-email": "email, Z to A",
+    "email": "email, A to Z, ignoring case",
+    "-email": "email, Z to A, ignoring case",
 }
 
 

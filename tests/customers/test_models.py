@@ -2,6 +2,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from customers import selectors
+from customers.filters import ORDERINGS
 from customers.models import Customer
 from tests.customers.factories import build_customer, create_customer, create_customers
 
@@ -54,3 +55,29 @@ def test_searches_can_use_their_index(queryset, index):
     create_customers(3)
 
     assert index in _plan(queryset(Customer.objects.order_by()))
+
+
+@pytest.mark.parametrize(
+    ("ordering", "index"),
+    [
+        ("seq", "customers_customer_seq_key"),
+        ("-seq", "customers_customer_seq_key"),
+        ("created_at", "customer_created_idx"),
+        ("-created_at", "customer_created_idx"),
+        ("updated_at", "customer_updated_seq_idx"),
+        ("-updated_at", "customer_updated_desc_seq_idx"),
+        ("last_name", "customer_last_name_idx"),
+        ("-last_name", "customer_last_name_idx"),
+        ("email", "customer_email_ci_unique"),
+        ("-email", "customer_email_ci_unique"),
+    ],
+)
+def test_every_api_ordering_is_one_index_scan(ordering, index):
+    create_customers(3)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_sort = off")
+
+    plan = _plan(Customer.objects.order_by(*ORDERINGS[ordering])[:100])
+
+    assert index in plan
+    assert "Sort" not in plan

@@ -154,3 +154,36 @@ def test_a_dripping_body_hits_the_page_deadline():
 def test_envelope_problem_accepts_the_contract():
     assert envelope_problem({"data": [], "total": 0, "page": 1, "limit": 10}, 1, 10) is None
     assert "records on a page" in envelope_problem({"data": [1, 2, 3], "total": 3, "page": 1, "limit": 2}, 1, 2)
+
+
+def test_own_session_reads_proxies_and_netrc_from_the_environment_once(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine upstream.test login feed password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    client = UpstreamClient("http://upstream.test", page_size=100)
+
+    assert client.session.proxies == {"http": "http://proxy.test:3128"}
+    assert client.session.auth == ("feed", "s3cret")
+    # Resolved once: requests no longer looks them up on every page.
+    assert client.session.trust_env is False
+    netrc.unlink()
+    monkeypatch.setenv("HTTP_PROXY", "http://other.test:1")
+    prepared = client.session.prepare_request(requests.Request("GET", client.url))
+    assert prepared.headers["Authorization"].startswith("Basic ")
+
+
+def test_own_session_without_proxy_or_netrc_sends_no_credentials(monkeypatch, tmp_path):
+    monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    client = UpstreamClient("http://upstream.test", page_size=100)
+
+    assert client.session.proxies == {}
+    assert client.session.auth is None
+    assert "Authorization" not in client.session.prepare_request(requests.Request("GET", client.url)).headers
