@@ -213,6 +213,7 @@ def summarise(results: dict[int, list[dict]]) -> dict:
                 "seconds": report.median(run["seconds"] for run in runs),
                 "rows_per_second": report.median(run["rows"] / run["seconds"] for run in runs),
                 "peak_rss_mib": report.median(run["peak_rss_mib"] for run in runs),
+                "cpu_seconds": report.median(run.get("cpu_seconds") for run in runs),
                 "process_seconds": report.median(run["process_seconds"] for run in runs),
                 "inserted": max(run.get("inserted", run.get("written", 0)) for run in runs),
                 "updated": max(run.get("updated", 0) for run in runs),
@@ -258,6 +259,7 @@ def render(summary: dict, repeats: dict[int, int]) -> str:
                     scenario["seconds"],
                     round(scenario["rows_per_second"]),
                     scenario["peak_rss_mib"],
+                    scenario["cpu_seconds"],
                     scenario["inserted"] if name != "read" else None,
                     scenario["updated"] if name != "read" else None,
                     scenario["customer_updates"] if name in ("warm", "changed") else None,
@@ -272,6 +274,7 @@ def render(summary: dict, repeats: dict[int, int]) -> str:
             "seconds",
             "rows/s",
             "peak RSS MiB",
+            "CPU s",
             "inserted",
             "updated",
             "n_tup_upd",
@@ -290,7 +293,8 @@ def render(summary: dict, repeats: dict[int, int]) -> str:
     runs = ", ".join(f"{count} run(s) at {size:,}" for size, count in repeats.items())
     return (
         f"Medians of {runs}; ratios are medians of per-repeat ratios. in commits = share of the run spent "
-        f"in batch commits (the database work); batch growth = mean commit time of the last tenth of batches / "
+        f"in batch commits (the database work); CPU s = CPU time of the ingesting process (all its threads); "
+        f"batch growth = mean commit time of the last tenth of batches / "
         f"the first tenth.\n\n{medians}\n\n{ratios}\n\n{render_targets(summary)}"
     )
 

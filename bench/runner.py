@@ -52,6 +52,8 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     result["seconds"] = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     result["peak_rss_mib"] = peak_rss_mib()
     args.output.write_text(json.dumps(result))
 

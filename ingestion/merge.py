@@ -78,23 +78,30 @@ FROM ranked r
 WHERE t.id = r.id AND r.rank > 1
 """
 
-# New rows get `seq` = current max + their order in the batch: dense, because the
-# merge lock serialises writers and a rolled-back batch takes its numbers with it.
+# `pending` probes the primary key once per staged row and keeps what it found (does
+# the customer exist, does it differ); the update and the insert both work from that
+# instead of probing again, which is a tenth of a batch. Only changed rows are
+# looked up a second time, by the update itself. New rows get `seq` = current max +
+# their order in the batch: dense, because the merge lock serialises writers and a
+# rolled-back batch takes its numbers with it.
 MERGE = f"""
 WITH pending AS (
-    SELECT t.* FROM {STAGED} t WHERE {_BATCH} AND t.outcome IS NULL
+    SELECT t.*, c.customer_id IS NOT NULL AS known,
+           c.customer_id IS NOT NULL AND {_row("c")} IS DISTINCT FROM {_row("t")} AS changed
+    FROM {STAGED} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+    WHERE {_BATCH} AND t.outcome IS NULL
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
     FROM pending p
-    WHERE c.customer_id = p.customer_id AND {_row("c")} IS DISTINCT FROM {_row("p")}
+    WHERE p.changed AND c.customer_id = p.customer_id
     RETURNING 1
 ), inserted AS (
     INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
     SELECT p.customer_id, {", ".join(f"p.{field}" for field in CHANGEABLE)}, p.created_at, NULL,
            base.max_seq + row_number() OVER (ORDER BY p.position), now()
     FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
-    WHERE NOT EXISTS (SELECT 1 FROM {CUSTOMERS} c WHERE c.customer_id = p.customer_id)
+    WHERE NOT p.known
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM pending), (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated)

@@ -147,6 +147,31 @@ def test_every_gunicorn_target_resolves(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_every_gunicorn_config_file_loads(tmp_path):
+    """`--config FILE` of each gunicorn command names a file gunicorn accepts, with that command's app."""
+    dataset = tmp_path / "customers.jsonl"
+    call_command("generate_customers", "--count", "3", "--output", str(dataset), stdout=StringIO())
+    checked = set()
+    for argv in _commands().values():
+        words = [word for argument in argv for word in shlex.split(argument)]
+        if "gunicorn" not in words or "--config" not in words:
+            continue
+        config = words[words.index("--config") + 1]
+        target = next(word for word in words if WSGI_TARGET.match(word))
+        assert (ROOT / config).is_file(), config
+        result = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "--check-config", "--config", config, target],
+            cwd=ROOT,
+            env={**os.environ, "MOCKSOURCE_DATASET": str(dataset)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        checked.add(config)
+    assert "mocksource/gunicorn.py" in checked
+
+
 # --- Dockerfile -------------------------------------------------------------------------
 
 
