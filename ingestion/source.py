@@ -159,8 +159,8 @@ def _session_for(url: str) -> requests.Session:
     """A session that reads proxies, CA bundle and .netrc from the environment once.
 
     requests looks them up again on every request (a .netrc file lookup and proxy
-    resolution per page, about a tenth of a fetch's CPU); a run asks the same
-    host thousands of times, so resolve them here and stop looking.
+    resolution per page); a run asks the same host thousands of times, so resolve
+    them here, once, and stop looking.
     """
     session = requests.Session()
     environment = session.merge_environment_settings(url, {}, None, None, None)
