@@ -1,5 +1,7 @@
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from customers.admin import SOURCE_NOTICE
@@ -84,3 +86,16 @@ def test_rows_cannot_be_added_changed_or_deleted(admin_client):
     assert response.status_code == 403
     customer.refresh_from_db()
     assert customer.email != "x@y.z"
+
+
+def test_sorting_by_email_ignores_case_and_uses_the_email_index(admin_client):
+    for email in ("b@example.com", "C@example.com", "A@example.com"):
+        create_customer(email=email)
+
+    with CaptureQueriesContext(connection) as queries:
+        content = admin_client.get(CHANGELIST, {"o": "3"}).content.decode()  # column 3: email
+
+    positions = [content.index(email) for email in ("A@example.com", "b@example.com", "C@example.com")]
+    assert positions == sorted(positions)
+    listing = next(q["sql"] for q in queries if 'FROM "customers_customer"' in q["sql"] and "ORDER BY" in q["sql"])
+    assert 'ORDER BY LOWER("customers_customer"."email") ASC' in listing
