@@ -185,7 +185,7 @@ def run_operation(
 
 
 def _mocksource_args(args: argparse.Namespace) -> list[str]:
-    return ["--config", "mocksource/gunicorn.py", "mocksource.server:application", "--workers", str(args.workers)]
+    return ["mocksource.server:application", "--workers", str(args.workers)]
 
 
 def _mocksource_env(dataset: Path) -> dict[str, str]:

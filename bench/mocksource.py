@@ -1,8 +1,8 @@
 """mocksource throughput: pages/s over HTTP at 10k and 1M records, and its workers' memory.
 
-For each size, mocksource runs under gunicorn twice: with its own settings
-(mocksource/gunicorn.py: threaded workers that keep connections alive) and, as the
-baseline, with gunicorn's default sync worker (a new connection per request). Client
+For each size, mocksource runs under gunicorn twice: as `make run` and compose serve it
+(2 sync workers, a new connection per request) and, for comparison, with threaded
+workers that keep connections alive. Client
 threads, each with its own keep-alive session, fetch random pages of 100 records for
 --duration seconds. Reported: pages/s, records/s, p50/p99 latency, errors and the
 workers' private memory (RssAnon) afterwards, medians of --repeat measurements.
@@ -28,8 +28,17 @@ from bench.environment import RESULTS
 
 PAGE = 100
 CONFIGS = {
-    "mocksource/gunicorn.py (gthread, keep-alive)": ["--config", "mocksource/gunicorn.py"],
-    "sync worker (baseline)": ["--workers", "2"],
+    "2 sync workers (as served)": ["--workers", "2"],
+    "2 gthread workers, keep-alive": [
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--keep-alive",
+        "30",
+    ],
 }
 
 
@@ -87,8 +96,12 @@ def measure(url: str, size: int, duration: float, clients: int) -> dict:
         session, mine, failed = requests.Session(), [], 0
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            response = session.get(f"{url}/api/customers", params={"page": random.randint(1, last_page), "limit": PAGE})
-            if response.status_code != 200 or len(response.json()["data"]) == 0:
+            page = {"page": random.randint(1, last_page), "limit": PAGE}
+            try:
+                response = session.get(f"{url}/api/customers", params=page, timeout=10)
+                if response.status_code != 200 or len(response.json()["data"]) == 0:
+                    failed += 1
+            except (requests.RequestException, ValueError, KeyError):
                 failed += 1
             mine.append(time.perf_counter() - started)
         with lock:

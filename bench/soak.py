@@ -185,7 +185,7 @@ def start_stack(args, workdir: Path, children: dict) -> tuple[str, str]:
     }
     start(
         "mocksource",
-        [*gunicorn, "--config", "mocksource/gunicorn.py", "mocksource.server:application", "--bind", upstream[7:]],
+        [*gunicorn, "mocksource.server:application", "--bind", upstream[7:], "--workers", "2", "--no-control-socket"],
         upstream_env,
         workdir,
         children,

@@ -98,9 +98,9 @@ def services(env: Mapping[str, str]) -> list[Service]:
     web = [*gunicorn, "--config", "config/gunicorn.py", "config.wsgi:application", "--bind", api]
     # One metrics file per worker there, so /metrics reports the whole server.
     web_env = {"PROMETHEUS_MULTIPROC_DIR": str(LOCAL_DIR / "metrics"), **env}
-    # mocksource is an upstream we do not own: it must run without our database. Its own
-    # gunicorn settings keep connections alive and turn the control socket off.
-    mocksource = [*gunicorn, "--config", "mocksource/gunicorn.py", "mocksource.server:application", "--bind", mock]
+    # mocksource is an upstream we do not own: it must run without our database. No control
+    # socket: two gunicorn masters would share the one default path in the user's home.
+    mocksource = [*gunicorn, "mocksource.server:application", "--bind", mock, "--workers", "2", "--no-control-socket"]
     mocksource_env = {name: value for name, value in env.items() if name != "DATABASE_URL"}
     return [
         Service("mocksource", mocksource, mocksource_env, f"http://{mock}/api/health"),

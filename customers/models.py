@@ -56,13 +56,16 @@ class Customer(models.Model):
             # The API's orderings and filters; each ordering ends in a unique column so pages
             # are stable, and is one index scan. Every index costs about a tenth of a cold
             # insert when its keys land at random places (docs/benchmarks.md), so the choice
-            # of tie-breaker matters: new rows have updated_at NULL and a growing seq, so both
-            # updated_at indexes take them at one spot, not all over the index. Email ordering
-            # uses the unique lower(email) index of the constraint above.
+            # of tie-breaker matters: new rows have updated_at NULL and a growing seq, so in
+            # both updated_at indexes they are appended in ascending order at the end of the
+            # NULL group instead of scattered. Email ordering uses the unique lower(email)
+            # index of the constraint above.
             models.Index(fields=["created_at", "customer_id"], name="customer_created_idx"),
             models.Index(fields=["updated_at", "seq"], name="customer_updated_seq_idx"),
-            # `-updated_at` keeps never-updated rows last too, hence its own index.
-            models.Index(F("updated_at").desc(nulls_last=True), F("seq").desc(), name="customer_updated_desc_seq_idx"),
+            # `-updated_at` keeps never-updated rows last too: this index read backward gives
+            # updated_at DESC NULLS LAST, seq DESC. (An index declared in that descending order
+            # would take new rows in descending order and split its pages half-empty.)
+            models.Index(F("updated_at").asc(nulls_first=True), F("seq").asc(), name="customer_updated_nf_seq_idx"),
             models.Index(fields=["last_name", "customer_id"], name="customer_last_name_idx"),
             # Name search also has trigram GIN indexes on UPPER(first_name) and UPPER(last_name),
             # created in SQL by migration 0002: GinIndex here would require django.contrib.postgres

@@ -2,8 +2,8 @@
 
 A batch is the staged rows of one run with positions in [first, last]. The caller
 holds the merge lock and one short transaction around all statements here, so the
-classification below cannot race another writer. Every staged row of the batch gets
-exactly one outcome:
+classification below cannot race another writer. Every staged row of the batch ends
+with exactly one outcome, counted on the run (staging keeps it only for 1 and 2):
 
 1. duplicate / duplicate_id - its customer_id was already staged earlier in the run;
    the first occurrence counts, an identical repeat is a duplicate, a different one

@@ -142,11 +142,6 @@ def commit_batch(run: IngestRun, batch: "_Batch", *, retries: tuple[int, dict[st
     with transaction.atomic():
         if batch.size:
             with connection.cursor() as cursor:
-                # The batch and the run's progress commit together, so a commit lost in a
-                # server crash loses both and the resume redoes the batch: no need to wait
-                # for the WAL flush here. finish_run commits synchronously, which flushes
-                # every batch before it, so a run reported finished is durable.
-                cursor.execute("SET LOCAL synchronous_commit = off")
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MERGE_LOCK_KEY])
                 stage_rows(cursor, run_id=run.pk, rows=batch.valid, staged_at=now)
                 counts["invalid"] = record_rejections(run.pk, batch.rejected)

@@ -38,15 +38,12 @@ def stage_rows(cursor, *, run_id: int, rows: Iterable[StagedRow], staged_at) -> 
     return count
 
 
-_types: dict[str, list[int]] = {}
-
-
 def _column_types(cursor, table: str) -> list[int]:
-    """The type OIDs of STAGED_COLUMNS as the table has them (binary COPY needs exact types)."""
-    if table not in _types:
-        cursor.execute(
-            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", [table]
-        )
-        by_name = dict(cursor.fetchall())
-        _types[table] = [by_name[column] for column in STAGED_COLUMNS]
-    return _types[table]
+    """The type OIDs of STAGED_COLUMNS as the table has them now (binary COPY needs exact types).
+
+    Asked once per batch, not cached for the life of the process: a migration that changes
+    a column's type under running workers must not leave them sending the old one.
+    """
+    cursor.execute("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", [table])
+    by_name = dict(cursor.fetchall())
+    return [by_name[column] for column in STAGED_COLUMNS]

@@ -28,6 +28,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='customer',
-            index=models.Index(models.OrderBy(models.F('updated_at'), descending=True, nulls_last=True), models.OrderBy(models.F('seq'), descending=True), name='customer_updated_desc_seq_idx'),
+            index=models.Index(models.OrderBy(models.F('updated_at'), nulls_first=True), models.OrderBy(models.F('seq')), name='customer_updated_nf_seq_idx'),
         ),
     ]

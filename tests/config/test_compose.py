@@ -169,7 +169,7 @@ def test_every_gunicorn_config_file_loads(tmp_path):
         )
         assert result.returncode == 0, result.stdout + result.stderr
         checked.add(config)
-    assert "mocksource/gunicorn.py" in checked
+    assert "config/gunicorn.py" in checked
 
 
 # --- Dockerfile -------------------------------------------------------------------------

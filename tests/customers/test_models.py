@@ -65,7 +65,7 @@ def test_searches_can_use_their_index(queryset, index):
         ("created_at", "customer_created_idx"),
         ("-created_at", "customer_created_idx"),
         ("updated_at", "customer_updated_seq_idx"),
-        ("-updated_at", "customer_updated_desc_seq_idx"),
+        ("-updated_at", "customer_updated_nf_seq_idx"),
         ("last_name", "customer_last_name_idx"),
         ("-last_name", "customer_last_name_idx"),
         ("email", "customer_email_ci_unique"),
