@@ -87,8 +87,9 @@ def commit_all(dataset: Path) -> dict:
         try:
             return execute(sql, params, many, context)
         finally:
+            elapsed = time.perf_counter() - started
             name = _statement_name(sql)
-            statements[-1][name] = statements[-1].get(name, 0.0) + time.perf_counter() - started
+            statements[-1][name] = statements[-1].get(name, 0.0) + elapsed
 
     total = sum(1 for _ in dataset.open("rb"))
 
