@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.db.models.functions import Lower
 
+from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
 from customers import selectors
 from customers.models import Customer
-from customers.pagination import EstimatedCountPaginator
 
 SOURCE_NOTICE = (
     "These fields belong to the upstream source and are read-only here: the next ingestion "
@@ -24,25 +24,13 @@ class UpdatedFilter(admin.SimpleListFilter):
         return queryset
 
 
-class PipelineOwnedAdmin(admin.ModelAdmin):
-    """Rows the pipeline owns: nobody adds, edits or deletes them in the admin.
-
-    For customers, deleting would also break the dense `seq` the API pages by.
-    """
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Customer)
-class CustomerAdmin(PipelineOwnedAdmin):
-    """Read-only view of pipeline-owned rows, tuned for a million of them."""
+class CustomerAdmin(ReadOnlyAdmin):
+    """Read-only view of pipeline-owned rows, tuned for a million of them.
+
+    Read-only also keeps the table's invariants (customers/merge.py): a row deleted here
+    would leave a gap in the dense `seq` the API pages by.
+    """
 
     list_display = ["customer_id", "first_name", "last_name", "email_address", "created_at", "updated_at"]
     list_filter = ["created_at", UpdatedFilter]
@@ -52,7 +40,6 @@ class CustomerAdmin(PipelineOwnedAdmin):
     # Declared for the search box; get_search_results() picks the index-served lookup.
     search_fields = ["=customer_id", "=email", "first_name", "last_name"]
     search_help_text = "An exact customer id, an exact email (any case), or words of a first or last name."
-    show_full_result_count = False
     paginator = EstimatedCountPaginator
     list_per_page = 50
 

@@ -7,7 +7,6 @@ from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.db.models.functions import Lower
 from django_filters.fields import IsoDateTimeField
-from django_filters.rest_framework import DjangoFilterBackend
 
 from customers import selectors
 from customers.models import Customer
@@ -15,8 +14,9 @@ from customers.models import Customer
 # Parameter -> ORDER BY, each served by one index scan (customers/models.py). Keys that
 # are not unique get a unique tie-breaker in the same direction, so pages are stable.
 ORDERINGS = {
-    "seq": [F("seq").asc()],
-    "-seq": [F("seq").desc()],
+    # Plain names, so the paginator sees the dense key (api/pagination.py, DenseKeyPagination).
+    "seq": ["seq"],
+    "-seq": ["-seq"],
     "created_at": [F("created_at").asc(), F("customer_id").asc()],
     "-created_at": [F("created_at").desc(), F("customer_id").desc()],
     # Never-updated rows (NULL) come last in both directions, in ingestion order.
@@ -103,23 +103,3 @@ class CustomerFilter(django_filters.FilterSet):
 
     def filter_ordering(self, queryset, name, value):
         return queryset.order_by(*ORDERINGS[value])
-
-    def narrows(self) -> bool:
-        """True when a filter (not just the ordering) applies, so the listing is not the whole table."""
-        return any(value not in (None, "") for name, value in self.form.cleaned_data.items() if name != "ordering")
-
-    def seq_order(self) -> str | None:
-        """`seq` or `-seq` when the listing is the whole table in ingestion order (either way), else None."""
-        if self.narrows():
-            return None
-        order = self.form.cleaned_data.get("ordering") or "seq"
-        return order if order in ("seq", "-seq") else None
-
-
-class FilterBackend(DjangoFilterBackend):
-    """django-filter's backend that keeps the bound filterset on the view, as django-filter's
-    own FilterView does, for the pagination to read (see `customers.pagination.SeqRangePagination`)."""
-
-    def get_filterset(self, request, queryset, view):
-        view.filterset = super().get_filterset(request, queryset, view)
-        return view.filterset

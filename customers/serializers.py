@@ -21,7 +21,7 @@ class UTCDateTimeField(serializers.DateTimeField):
 class CustomerSerializer(serializers.ModelSerializer):
     """A customer as the upstream describes it, plus `updated_at`; pipeline bookkeeping stays out."""
 
-    # A JSON number; customers.renderers writes it with both decimals (10.50, not 10.5).
+    # A JSON number; api.renderers writes it with both decimals (10.50, not 10.5).
     account_balance = serializers.DecimalField(
         max_digits=15,
         decimal_places=2,

@@ -10,15 +10,10 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from customers.admin import PipelineOwnedAdmin
-from customers.pagination import EstimatedCountPaginator
+from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
 from ingestion import runs, tasks
 from ingestion.models import IngestFailure, IngestRun, RunTrigger
 from ingestion.serializers import PERSONAL_FIELDS, mask
-
-
-class ReadOnlyAdmin(PipelineOwnedAdmin):
-    show_full_result_count = False
 
 
 @admin.register(IngestRun)

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ingestion.merge import STAGED
+from ingestion.classification import STAGED
 from ingestion.models import IngestFailure
 from ingestion.validation import Rejection
 

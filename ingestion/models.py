@@ -70,6 +70,7 @@ class IngestRun(models.Model):
     conflicts = models.PositiveBigIntegerField(default=0)
     duplicates = models.PositiveBigIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
+    # Keys are ingestion.source.RetryReason values.
     retries_by_reason = models.JSONField(default=dict, blank=True, help_text="Upstream retries per reason.")
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,6 +98,10 @@ class IngestRun(models.Model):
 
     def __str__(self):
         return f"Run {self.pk} ({self.status})"
+
+    def counters(self) -> dict[str, int]:
+        """`fetched` and the outcome counters, by name, in COUNTERS order."""
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
     @property
     def pages_done(self) -> int:
@@ -140,9 +145,8 @@ class IngestFailure(models.Model):
 
 
 class StageOutcome(models.TextChoices):
-    INSERTED = "inserted"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
+    """Why ingestion.classification refused a staged row; rows it let through keep NULL."""
+
     DUPLICATE = "duplicate"
     EMAIL_CONFLICT = "email_conflict"
     DUPLICATE_ID = "duplicate_id"
@@ -169,8 +173,7 @@ class StagedCustomer(models.Model):
     date_of_birth = models.DateField(null=True)
     account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True)
     created_at = models.DateTimeField()
-    # Set on duplicates and conflicts (and by dry runs); rows the merge wrote or found
-    # unchanged keep NULL, their counts are on the run.
+    # Set on duplicates and conflicts; rows handed to the merge keep NULL, their counts are on the run.
     outcome = models.CharField(max_length=16, choices=StageOutcome, null=True)  # noqa: DJ001
     conflicting_customer_id = models.UUIDField(null=True)
     staged_at = models.DateTimeField(auto_now_add=True)

@@ -17,7 +17,7 @@ def progress_line(run: IngestRun) -> str:
 
 def summary_line(run: IngestRun) -> str:
     """`Run 7 succeeded in 2.1 s: fetched 10,050 = inserted 9,950 + ...`"""
-    counters = " + ".join(f"{name} {getattr(run, name):,}" for name in IngestRun.COUNTERS[1:])
+    counters = " + ".join(f"{name} {value:,}" for name, value in run.counters().items() if name != "fetched")
     duration = f"{run.duration_seconds:.1f} s" if run.duration_seconds is not None else "no time"
     line = (
         f"Run {run.pk} {run.status} in {duration}: fetched {run.fetched:,} = {counters}; "

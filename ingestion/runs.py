@@ -1,15 +1,18 @@
-"""The life of an `IngestRun` row: create, start, finish, resume, abandon.
+"""The life of an `IngestRun` row: create, mark running, keep alive, finish, requeue, abandon.
 
 Status changes are single conditional UPDATEs, so two processes can never both move
-the same run (for example two workers picking up one resumed run).
+the same run (for example two workers picking up one resumed run). While a run
+executes, a heartbeat thread touches it; a run whose heartbeat stops (its process was
+killed) is marked abandoned by `abandon_stale_runs`, so nothing stays "running" forever.
 """
 
 import logging
+import threading
 import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from ingestion.models import ACTIVE_STATUSES, IngestRun, RunStatus
@@ -55,7 +58,7 @@ def create_run(
         raise RunAlreadyActive(IngestRun.objects.active().first()) from None
 
 
-def start_run(run_id: int) -> IngestRun:
+def mark_running(run_id: int) -> IngestRun:
     """Move a queued run to running; refuse anything else."""
     now = timezone.now()
     moved = IngestRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
@@ -67,14 +70,15 @@ def start_run(run_id: int) -> IngestRun:
     return IngestRun.objects.get(pk=run_id)
 
 
-def finish_run(run_id: int, status: str, error: str = "") -> IngestRun:
+def mark_finished(run_id: int, status: str, error: str = "") -> IngestRun:
+    """Record the run's final status (and error); return it."""
     IngestRun.objects.filter(pk=run_id).update(status=status, error=error[:10000], finished_at=timezone.now())
     run = IngestRun.objects.get(pk=run_id)
-    logger.info("run finished", extra={"run_id": run.pk, "status": run.status, **_counters(run)})
+    logger.info("run finished", extra={"run_id": run.pk, "status": run.status, **run.counters()})
     return run
 
 
-def resume_run(run_id: int) -> IngestRun:
+def requeue(run_id: int) -> IngestRun:
     """Queue a failed or abandoned run again; it continues after its last committed page."""
     try:
         with transaction.atomic():
@@ -121,5 +125,42 @@ def wait_for_run(
         sleep(min(poll, max(0.0, deadline - clock())))
 
 
-def _counters(run: IngestRun) -> dict[str, int]:
-    return {name: getattr(run, name) for name in IngestRun.COUNTERS}
+class heartbeat:
+    """While the block runs, touch the run's heartbeat from a side thread every INGESTION_HEARTBEAT_SECONDS."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(settings.INGESTION_HEARTBEAT_SECONDS):
+                IngestRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+
+def record_crash(run_id: int, exc: BaseException) -> None:
+    """Record an unexpected error on the run as `failed`, on a fresh connection if the old one broke."""
+    # First line only: database errors add DETAIL lines that quote row values (an email).
+    text = str(exc).strip()
+    message = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    logger.error("run crashed", extra={"run_id": run_id, "reason": type(exc).__name__})
+    try:
+        if connection.in_atomic_block:
+            return  # the caller's transaction will roll back; it owns the outcome
+        close_old_connections()
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        mark_finished(run_id, RunStatus.FAILED, message)
+    except Exception:
+        logger.exception("could not record the failure of run", extra={"run_id": run_id})

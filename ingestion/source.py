@@ -1,16 +1,19 @@
-"""Step 1 of a run: the one client that talks to the upstream.
+"""Step 1 of a run: the one client that talks to the upstream, and the walk over its pages.
 
-It owns time-outs, retries, response checks and error translation, so the rest of
-the pipeline sees either a well-formed `Page` or an `UpstreamError`. Tests swap its
+The client owns time-outs, retries, response checks and error translation, so the rest
+of the pipeline sees either a well-formed `Page` or an `UpstreamError`. Tests swap its
 transport (a `requests.Session`) or its clock and sleep, never the database.
+`fetch_pages` walks the listing in page order, fetching ahead on a thread pool.
 """
 
 import email.utils
+import enum
 import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,8 +29,18 @@ class UpstreamError(Exception):
     """The upstream could not deliver a usable page, retries included."""
 
 
+class RetryReason(enum.StrEnum):
+    """Why a request was retried: the keys of a run's `retries_by_reason` and the metrics' `reason` label."""
+
+    SERVER_ERROR = "server_error"
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    MALFORMED = "malformed"
+
+
 class _Retryable(Exception):
-    def __init__(self, reason: str, message: str, wait: float | None = None):
+    def __init__(self, reason: RetryReason, message: str, wait: float | None = None):
         super().__init__(message)
         self.reason = reason
         self.wait = wait
@@ -50,6 +63,9 @@ class ClientSettings:
     backoff_seconds: float = 0.5
     retry_after_cap: float = 60.0
     max_response_bytes: int = 10 * 1024 * 1024
+    # Requests in flight at once, and pages that may wait fetched ahead of the consumer.
+    concurrency: int = 4
+    prefetch_pages: int = 4
 
 
 class UpstreamClient:
@@ -62,7 +78,7 @@ class UpstreamClient:
         page_size: int,
         settings: ClientSettings | None = None,
         session: requests.Session | None = None,
-        on_retry: Callable[[str], None] = lambda reason: None,
+        on_retry: Callable[[RetryReason], None] = lambda reason: None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -105,9 +121,9 @@ class UpstreamClient:
         try:
             response = self.session.get(self.url, params=params, timeout=timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:
-            raise _Retryable("timeout", f"timed out: {exc}") from None
+            raise _Retryable(RetryReason.TIMEOUT, f"timed out: {exc}") from None
         except requests.RequestException as exc:
-            raise _Retryable("connection", f"connection failed: {exc}") from None
+            raise _Retryable(RetryReason.CONNECTION, f"connection failed: {exc}") from None
         with response:
             self._check_status(number, response)
             body = self._read_body(response)
@@ -116,9 +132,11 @@ class UpstreamClient:
     def _check_status(self, number: int, response: requests.Response) -> None:
         status = response.status_code
         if status == 429:
-            raise _Retryable("rate_limited", "HTTP 429", wait=parse_retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(
+                RetryReason.RATE_LIMITED, "HTTP 429", wait=parse_retry_after(response.headers.get("Retry-After"))
+            )
         if status >= 500:
-            raise _Retryable("server_error", f"HTTP {status}", wait=None)
+            raise _Retryable(RetryReason.SERVER_ERROR, f"HTTP {status}", wait=None)
         if 300 <= status < 400:
             target = response.headers.get("Location")
             raise UpstreamError(f"Page {number}: HTTP {status} redirect to {target!r}, not followed.")
@@ -137,10 +155,10 @@ class UpstreamClient:
                 if size > limit:
                     raise UpstreamError(f"Response larger than {limit} bytes, refused.")
                 if self.clock() > deadline:
-                    raise _Retryable("timeout", f"page not received within {self.settings.page_deadline} s")
+                    raise _Retryable(RetryReason.TIMEOUT, f"page not received within {self.settings.page_deadline} s")
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise _Retryable("connection", f"connection broken while reading: {exc}") from None
+            raise _Retryable(RetryReason.CONNECTION, f"connection broken while reading: {exc}") from None
         return b"".join(chunks)
 
     def _parse(self, number: int, body: bytes) -> Page:
@@ -148,11 +166,59 @@ class UpstreamClient:
             # Decimals stay exact: 0.1 + 0.2 style float noise must not reach balances.
             envelope = json.loads(body, parse_float=Decimal)
         except ValueError:
-            raise _Retryable("malformed", "response body is not valid JSON") from None
+            raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
-            raise _Retryable("malformed", f"unexpected response shape: {problem}")
+            raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
         return Page(number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"])
+
+
+def fetch_pages(client: UpstreamClient, *, first: int, prepare: Callable | None = None) -> Iterator:
+    """Yield pages from `first` on, in page order, fetched ahead on a thread pool.
+
+    Up to `concurrency` requests run at once and up to `prefetch_pages` pages wait ready,
+    so fetching (and `prepare`, run on the same threads: validation) goes on while the
+    caller works on the pages before. Memory stays bounded by that window. The walk ends
+    after the last page announced by the latest `total`, or at the first empty page.
+    Pages come out strictly in order, whichever fetch finishes first.
+    """
+    work = client.fetch_page if prepare is None else (lambda number: prepare(client.fetch_page(number)))
+    concurrency = client.settings.concurrency
+    window = max(concurrency, client.settings.prefetch_pages)
+    item = work(first)
+    yield item
+    page = _page_of(item)
+    last = last_page(page)
+    if page.number >= last or not page.records:
+        return
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        ahead, next_number = {}, page.number + 1
+        try:
+            while True:
+                while next_number <= last and len(ahead) < window:
+                    ahead[next_number] = pool.submit(work, next_number)
+                    next_number += 1
+                if not ahead:
+                    return
+                item = ahead.pop(min(ahead)).result()
+                yield item
+                page = _page_of(item)
+                last = last_page(page)
+                if not page.records or page.number >= last:
+                    return
+        finally:
+            for future in ahead.values():
+                future.cancel()
+
+
+def last_page(page: Page) -> int:
+    """The number of the last page the listing has, by the page's `total` and `limit`."""
+    return max(1, -(-page.total // page.limit))
+
+
+def _page_of(item) -> Page:
+    # `prepare` may wrap the page (validation does); the wrapper keeps it as `.page`.
+    return item if isinstance(item, Page) else item.page
 
 
 def _session_for(url: str) -> requests.Session:

@@ -58,7 +58,7 @@ def start_in_background(
 def resume_in_background(run_id: int) -> IngestRun:
     """Queue a failed or abandoned run again, with its job, atomically."""
     with transaction.atomic():
-        run = runs.resume_run(run_id)
+        run = runs.requeue(run_id)
         execute_run_job.defer(run_id=run.pk)
     return run
 

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
 from ingestion.models import FailureReason
+from ingestion.source import Page
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DECIMAL_TEXT = re.compile(r"-?\d{1,13}(\.\d{1,2})?")
@@ -77,6 +78,19 @@ def validate_record(raw: Any) -> ValidRecord | Rejection:
     if errors:
         return Rejection(first_reason, errors, values.get("customer_id"))
     return ValidRecord(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedPage:
+    """A page with the outcome of validating each of its records, in order."""
+
+    page: Page
+    outcomes: list[ValidRecord | Rejection]
+
+
+def validate_page(page: Page) -> ValidatedPage:
+    """Validate every record of a page (a run does it on the fetch threads)."""
+    return ValidatedPage(page, [validate_record(raw) for raw in page.records])
 
 
 def _require(value: Any) -> Any:

@@ -150,7 +150,7 @@ def test_request_metrics_survive_a_database_outage(client, db, monkeypatch):
     def unavailable():
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("config.metrics._read_runs", unavailable)
+    monkeypatch.setattr("ingestion.metrics._read_runs", unavailable)
     client.get("/api/health")
 
     samples = scrape(client)

@@ -13,7 +13,7 @@ from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
-from customers import pagination
+from api import pagination
 from tests.customers.factories import create_customer, create_customers
 
 URL = "/api/customers"
@@ -267,13 +267,13 @@ def _insert_and_commit_elsewhere(first_seq: int, last_seq: int) -> None:
 
 
 def _read_page_with_insert_between_total_and_rows(client, params):
-    original = pagination.SeqRangePagination.get_page_rows
+    original = pagination.DenseKeyPagination.get_page_rows
 
     def insert_then_read(self, *args, **kwargs):
         _insert_and_commit_elsewhere(6, 8)
         return original(self, *args, **kwargs)
 
-    with mock.patch.object(pagination.SeqRangePagination, "get_page_rows", insert_then_read):
+    with mock.patch.object(pagination.DenseKeyPagination, "get_page_rows", insert_then_read):
         return client.get(URL, {**params, "limit": 100}).json()
 
 

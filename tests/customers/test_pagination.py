@@ -7,8 +7,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
+from api.admin import EstimatedCountPaginator
+from api.pagination import PageLimitPagination
 from customers.models import Customer
-from customers.pagination import EstimatedCountPaginator, PageLimitPagination
 from tests.customers.factories import create_customers
 
 URL = "/api/customers"

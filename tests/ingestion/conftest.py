@@ -35,7 +35,3 @@ def ingest():
         return pipeline.execute_run(run.pk, session=fake.session())
 
     return run_once
-
-
-def counters(run: IngestRun) -> dict[str, int]:
-    return {name: getattr(run, name) for name in IngestRun.COUNTERS}

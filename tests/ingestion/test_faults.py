@@ -58,7 +58,7 @@ def test_database_connection_killed_mid_run_fails_the_run_and_a_resume_completes
     assert crashed.status == "failed"
     assert "OperationalError" in crashed.error or "InterfaceError" in crashed.error
     assert crashed.inserted == Customer.objects.count() == crashed.last_committed_page * 10
-    runs.resume_run(run.pk)
+    runs.requeue(run.pk)
     resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
     assert (resumed.status, resumed.fetched, resumed.inserted) == ("succeeded", 100, 100)
     assert Customer.objects.count() == 100

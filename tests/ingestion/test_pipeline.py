@@ -8,7 +8,6 @@ from django.utils import timezone
 from customers.models import Customer
 from ingestion import runs
 from ingestion.models import IngestFailure, IngestRun
-from tests.ingestion.conftest import counters
 from tests.ingestion.fakes import FakeUpstream, Reply, record, records
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +22,7 @@ def _xmins() -> dict:
 def test_first_run_inserts_every_record_with_counters_that_add_up(ingest):
     run = ingest(FakeUpstream(records(250)), page_size=100)
     assert run.status == "succeeded"
-    assert counters(run) == {
+    assert run.counters() == {
         "fetched": 250, "inserted": 250, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
     }  # fmt: skip
     assert (run.pages_done, run.pages_expected, run.records_expected) == (3, 3, 250)
@@ -48,7 +47,7 @@ def test_rerun_with_unchanged_source_updates_nothing_and_rewrites_no_row(ingest)
     ingest(FakeUpstream(source))
     before = _xmins()
     run = ingest(FakeUpstream(source))
-    assert counters(run)["unchanged"] == 120
+    assert run.counters()["unchanged"] == 120
     assert run.inserted == run.updated == 0
     assert _xmins() == before  # not one row version was written
     assert not Customer.objects.filter(updated_at__isnull=False).exists()
@@ -136,7 +135,7 @@ def test_identical_repeat_is_a_duplicate_and_a_different_one_is_rejected(ingest,
     first = record(1)
     source = [first, record(2), dict(first), record(3), record(4), dict(first, first_name="Changed")]
     run = ingest(FakeUpstream(source), page_size=2)
-    assert counters(run) == {
+    assert run.counters() == {
         "fetched": 6, "inserted": 4, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 1, "duplicates": 1,
     }  # fmt: skip
     assert Customer.objects.get(customer_id=first["customer_id"]).first_name == "First1"
@@ -194,12 +193,12 @@ def test_resumed_run_ends_like_an_uninterrupted_one(ingest, settings):
     source.append(dict(source[3]))
     run = ingest(FakeUpstream(source, script={4: [Reply(503)] * 10}), page_size=10)
     assert run.status == "failed"
-    runs.resume_run(run.pk)
+    runs.requeue(run.pk)
     from ingestion import pipeline
 
     resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
     assert resumed.status == "succeeded"
-    assert counters(resumed) == {
+    assert resumed.counters() == {
         "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
     }  # fmt: skip
     assert resumed.pages_done == 5
@@ -249,19 +248,19 @@ def test_page_size_above_100_is_refused():
 
 def test_runs_without_heartbeat_are_marked_abandoned():
     run = runs.create_run(trigger="api")
-    runs.start_run(run.pk)
+    runs.mark_running(run.pk)
     IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
     fresh_cutoff = timedelta(minutes=5)
     assert runs.abandon_stale_runs(stale_after=fresh_cutoff) == [run.pk]
     run.refresh_from_db()
     assert run.status == "abandoned"
     assert "No heartbeat" in run.error
-    assert runs.resume_run(run.pk).status == "queued"
+    assert runs.requeue(run.pk).status == "queued"
 
 
 def test_only_failed_or_abandoned_runs_resume(ingest):
     run = ingest(FakeUpstream(records(3)))
     with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
-        runs.resume_run(run.pk)
+        runs.requeue(run.pk)
     with pytest.raises(runs.RunRefused, match="does not exist"):
-        runs.resume_run(999999)
+        runs.requeue(999999)

@@ -79,7 +79,7 @@ def test_sweep_starts_a_scheduled_run_when_the_interval_has_passed(settings):
 def test_sweep_marks_silent_runs_abandoned(settings):
     settings.INGESTION_ABANDON_AFTER_SECONDS = 60
     run = runs.create_run(trigger="api")
-    runs.start_run(run.pk)
+    runs.mark_running(run.pk)
     IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=61))
     tasks.sweep.func(timestamp=0)
     run.refresh_from_db()
@@ -109,7 +109,7 @@ def test_worker_killed_mid_run_is_noticed_then_resumed_to_the_same_end_state(tmp
         assert Customer.objects.count() == killed.inserted  # only whole batches were committed
 
         assert runs.abandon_stale_runs(stale_after=timedelta(seconds=0)) == [run.pk]
-        runs.resume_run(run.pk)
+        runs.requeue(run.pk)
         resumed = pipeline.execute_run(run.pk)
     assert resumed.status == "succeeded"
     assert {name: getattr(resumed, name) for name in IngestRun.COUNTERS} == {

@@ -45,8 +45,7 @@ class Command(BaseCommand):
             )
         progress = self._show_progress if not options["quiet"] and self.stdout.isatty() else None
         if options["resume"]:
-            runs.resume_run(options["resume"])
-            run = pipeline.execute_run(options["resume"], progress=progress)
+            run = pipeline.resume(options["resume"], progress=progress)
         else:
             run = pipeline.ingest(
                 trigger=RunTrigger.COMMAND,

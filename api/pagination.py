@@ -1,4 +1,4 @@
-"""The page/limit contract shared with the upstream, and paginators tuned for large tables.
+"""The page/limit contract shared with the upstream, and a paginator tuned for large tables.
 
 `PageLimitPagination` answers `{"data": [...], "total": N, "page": p, "limit": l}` for any
 ordered queryset (count + OFFSET/LIMIT). To use it on another list endpoint:
@@ -7,18 +7,16 @@ ordered queryset (count + OFFSET/LIMIT). To use it on another list endpoint:
         queryset = IngestRun.objects.order_by("-id")
         pagination_class = PageLimitPagination
 
-and document its 400 body with `customers.schema.error_responses(400, ...)`.
+The project's AutoSchema (api/schema.py) documents its 400 body by itself.
 """
 
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from django.core.paginator import Paginator
 from django.db import connections, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, OrderBy, QuerySet
 from django.db.models.functions import Coalesce
-from django.utils.functional import cached_property
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
@@ -138,56 +136,51 @@ class PageLimitPagination(BasePagination):
         ]
 
 
-class SeqRangePagination(PageLimitPagination):
-    """PageLimitPagination that reads the whole customer table by ranges of its dense `seq`.
+class DenseKeyPagination(PageLimitPagination):
+    """PageLimitPagination for a whole table numbered densely 1..N by `dense_key`.
 
-    The view's bound filterset (`view.filterset`, see `customers.filters.FilterBackend`)
-    tells whether anything narrows the listing. When nothing does, the total is max(seq),
-    an index lookup, instead of a full count; when the order is also `seq` or `-seq`, a
-    page is a range of seq instead of a growing OFFSET scan. Both rely on seq being
-    1..N without gaps, which the ingestion merge guarantees (rows are never deleted).
+    It asks the queryset it is given, nothing else: when the queryset has no WHERE clause
+    (nothing narrows it), the total is max(dense_key), an index lookup, instead of a full
+    count; when it is also ordered by the key alone, either way, a page is a range of the
+    key instead of a growing OFFSET scan. Both need the key to be 1..N without gaps: use
+    it only on a model whose writer keeps that promise (customers/merge.py for `seq`).
     """
+
+    dense_key = "seq"
 
     def get_total(self, queryset: QuerySet, view) -> int:
-        if view.filterset.narrows():
+        if not _is_whole_table(queryset):
             return super().get_total(queryset, view)
-        return queryset.aggregate(total=Coalesce(Max("seq"), 0))["total"]
+        return queryset.aggregate(total=Coalesce(Max(self.dense_key), 0))["total"]
 
     def get_page_rows(self, queryset: QuerySet, offset: int, limit: int, view) -> Sequence:
-        order = view.filterset.seq_order()
-        if order == "seq":
-            return queryset.filter(seq__gt=offset, seq__lte=offset + limit)
-        if order == "-seq":
+        direction = self._dense_order(queryset)
+        key = self.dense_key
+        if direction == "asc":
+            return queryset.filter(**{f"{key}__gt": offset, f"{key}__lte": offset + limit})
+        if direction == "desc":
             top = self.total - offset
-            return queryset.filter(seq__gt=top - limit, seq__lte=top)
+            return queryset.filter(**{f"{key}__gt": top - limit, f"{key}__lte": top})
         return super().get_page_rows(queryset, offset, limit, view)
 
+    def _dense_order(self, queryset: QuerySet) -> str | None:
+        """ "asc" or "desc" when the queryset is the whole table ordered by the dense key alone, else None."""
+        query = queryset.query
+        ordering = query.order_by or (query.get_meta().ordering if query.default_ordering else ())
+        if not _is_whole_table(queryset) or len(ordering) != 1:
+            return None
+        [term] = ordering
+        if isinstance(term, str):
+            name, descending = term.removeprefix("-"), term.startswith("-")
+        elif isinstance(term, OrderBy) and isinstance(term.expression, F):
+            name, descending = term.expression.name, term.descending
+        else:
+            return None
+        if name != self.dense_key:
+            return None
+        return "desc" if descending else "asc"
 
-class EstimatedCountPaginator(Paginator):
-    """Admin paginator that does not count a large table it was asked to show unfiltered.
 
-    Without a filter the count is PostgreSQL's estimate (pg_class.reltuples, kept by
-    autovacuum/ANALYZE); small or never-analysed tables, and every filtered list, get
-    an exact count.
-    """
-
-    exact_below = 100_000
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if isinstance(queryset, QuerySet) and not queryset.query.where:
-            estimate = self._estimated_rows(queryset)
-            if estimate >= self.exact_below:
-                return estimate
-        return super().count
-
-    @staticmethod
-    def _estimated_rows(queryset: QuerySet) -> int:
-        with connections[queryset.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                [queryset.model._meta.db_table],
-            )
-            row = cursor.fetchone()
-        return row[0] if row else -1
+def _is_whole_table(queryset: QuerySet) -> bool:
+    """No WHERE clause and no UNION: every row of the table is in the queryset."""
+    return not queryset.query.where and not queryset.query.combinator

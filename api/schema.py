@@ -1,7 +1,9 @@
-"""OpenAPI descriptions of the project's error bodies (see config/api.py), for any endpoint to reuse."""
+"""OpenAPI descriptions of the project's error bodies (api/exceptions.py), added to every operation by `AutoSchema`."""
 
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -56,6 +58,36 @@ _RESPONSES = {
 }
 
 
-def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
-    """The documented error responses for `status_codes`, to merge into `extend_schema(responses=...)`."""
-    return {code: _RESPONSES[code] for code in status_codes}
+class AutoSchema(SpectacularAutoSchema):
+    """drf-spectacular's AutoSchema, adding the project's error bodies each operation can answer.
+
+    Decided from the operation itself, so views declare only their own responses:
+    400 when it takes query parameters, 404 when its path has parameters, 401 and 403
+    unless it is open to anyone, 429 when it is throttled. A view's own `extend_schema`
+    response for one of these codes wins.
+    """
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        responses = operation["responses"]
+        for code in self._error_codes(operation):
+            if str(code) not in responses:
+                # The same builder drf-spectacular uses for declared responses, so examples and refs match.
+                responses[str(code)] = self._get_response_for_code(_RESPONSES[code], str(code))
+        operation["responses"] = dict(sorted(responses.items()))
+        return operation
+
+    def _error_codes(self, operation: dict) -> list[int]:
+        places = {parameter["in"] for parameter in operation.get("parameters", [])}
+        codes = []
+        if "query" in places:
+            codes.append(400)
+        if not all(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
+            codes += [401, 403]
+        if "path" in places:
+            codes.append(404)
+        if getattr(self.view, "throttle_scope", None):
+            codes.append(429)
+        return codes

@@ -1,0 +1,55 @@
+"""Admin building blocks for rows a pipeline owns: read-only, and cheap on large tables."""
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import QuerySet
+from django.utils.functional import cached_property
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the pipeline owns: nobody adds, edits or deletes them in the admin.
+
+    Without a full result count: on a large table it is a sequential scan per page view.
+    """
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class EstimatedCountPaginator(Paginator):
+    """Admin paginator that does not count a large table it was asked to show unfiltered.
+
+    Without a filter the count is PostgreSQL's estimate (pg_class.reltuples, kept by
+    autovacuum/ANALYZE); small or never-analysed tables, and every filtered list, get
+    an exact count.
+    """
+
+    exact_below = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where:
+            estimate = self._estimated_rows(queryset)
+            if estimate >= self.exact_below:
+                return estimate
+        return super().count
+
+    @staticmethod
+    def _estimated_rows(queryset: QuerySet) -> int:
+        with connections[queryset.db].cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [queryset.model._meta.db_table],
+            )
+            row = cursor.fetchone()
+        return row[0] if row else -1

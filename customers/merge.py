@@ -1,0 +1,112 @@
+"""Every write to the customers table, and the invariants those writes keep.
+
+`customers` owns its table: ingestion stages rows and decides which of them are
+refused, then hands the rest to `merge_staged`, the only statement that inserts or
+updates customers. This module alone keeps three promises:
+
+- **One writer at a time.** Writers hold `WRITE_LOCK_KEY`, a transaction-scoped
+  advisory lock. `merge_staged` takes it itself; a caller that must read the table
+  consistently before writing (ingestion's email-conflict check) takes it first with
+  `lock_writers`, in the same transaction.
+- **`seq` is dense, 1..N in first-insert order.** New rows get the current max plus
+  their order in the batch. That is dense because writers are serialised, a rolled-back
+  batch takes its numbers with it, and nothing deletes customers (the admin refuses to,
+  customers/admin.py). The listing's O(1) total and its seq-range pages rely on it
+  (api/pagination.py, `DenseKeyPagination`).
+- **An update is a real change.** A known customer is rewritten only when a field in
+  `CHANGEABLE` differs (IS DISTINCT FROM, so NULLs compare as values); then
+  `updated_at` moves. `created_at` stays as first seen; an unchanged row is not touched.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+
+from customers.models import Customer
+
+CUSTOMERS = Customer._meta.db_table
+
+# Taken by every writer of the customers table, for the length of its transaction.
+WRITE_LOCK_KEY = 7_401_553_001
+
+# Fields compared and copied on update: everything the source owns except the key and created_at.
+CHANGEABLE = tuple(name for name in Customer.SOURCE_FIELDS if name not in ("customer_id", "created_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class MergeCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def lock_writers(cursor) -> None:
+    """Wait for, then hold until the transaction ends, the customers write lock."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK_KEY])
+
+
+def row_of(alias: str) -> str:
+    """`(alias.first_name, ..., alias.account_balance)`: the changeable fields as one row value."""
+    return "(" + ", ".join(f"{alias}.{field}" for field in CHANGEABLE) + ")"
+
+
+# The staged rows to merge: a staging table's rows of one run in a range of positions
+# whose `outcome` the caller left NULL (it marks the rows it refused). The table needs
+# the source fields, `run_id`, `position` (the order new rows are numbered in) and `outcome`.
+_STAGED = "t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s AND t.outcome IS NULL"
+
+
+@cache
+def _merge(staged_table: str) -> str:
+    # `pending` probes the primary key once per staged row and keeps what it found (is the
+    # customer known, does it differ); the update and the insert both work from that instead
+    # of probing again (docs/benchmarks.md has the cost of each probe). Only changed rows are
+    # looked up a second time, by the update itself.
+    return f"""/* customers.merge_staged */
+WITH pending AS (
+    SELECT t.*, c.customer_id IS NOT NULL AS known,
+           c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")} AS changed
+    FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+    WHERE {_STAGED}
+), updated AS (
+    UPDATE {CUSTOMERS} c
+    SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
+    FROM pending p
+    WHERE p.changed AND c.customer_id = p.customer_id
+    RETURNING 1
+), inserted AS (
+    INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
+    SELECT p.customer_id, {", ".join(f"p.{field}" for field in CHANGEABLE)}, p.created_at, NULL,
+           base.max_seq + row_number() OVER (ORDER BY p.position), now()
+    FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
+    WHERE NOT p.known
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending)
+"""
+
+
+@cache
+def _compare(staged_table: str) -> str:
+    # What the merge would do, without doing it (a dry run).
+    return f"""/* customers.merge_staged dry run */
+SELECT count(*) FILTER (WHERE c.customer_id IS NULL),
+       count(*) FILTER (WHERE c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")}),
+       count(*)
+FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+WHERE {_STAGED}
+"""
+
+
+def merge_staged(
+    cursor, *, staged_table: str, run_id: int, first: int, last: int, dry_run: bool = False
+) -> MergeCounts:
+    """Insert or update customers from the staged rows of `run_id` at positions [first, last].
+
+    Runs on the caller's cursor, inside the caller's transaction, and takes the write
+    lock. With `dry_run` nothing is written; the counts say what would have been.
+    """
+    lock_writers(cursor)
+    statement = _compare(staged_table) if dry_run else _merge(staged_table)
+    cursor.execute(statement, {"run": run_id, "first": first, "last": last})
+    inserted, updated, pending = cursor.fetchone()
+    return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated)
