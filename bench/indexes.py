@@ -1,7 +1,7 @@
 """What each secondary index on customers costs the merge of new rows, at a given table size.
 
 Loads SIZE customers (bench/loader.py), stages NEW records with ids and emails the table
-does not have, then times the MERGE statement of ingestion/merge.py with EXPLAIN ANALYZE:
+does not have, then times the MERGE statement of customers/merge.py with EXPLAIN ANALYZE:
 as shipped, and with each group of secondary indexes dropped. Every variant runs in a
 transaction that is rolled back, so the table and its indexes stay as they were.
 
@@ -97,15 +97,16 @@ def merge_ms(params: dict, drop: list[str]) -> float:
     """Execution time of the MERGE statement with `drop` indexes gone, all rolled back."""
     from django.db import connection, transaction
 
-    from ingestion import merge
+    from customers.merge import merge_sql
+    from ingestion.classification import classify_batch
+    from ingestion.models import StagedCustomer
 
     query = {key: params[key] for key in ("run", "first", "last")}
     with transaction.atomic(), connection.cursor() as cursor:
         for name in drop:
             cursor.execute(f"DROP INDEX {name}")
-        for statement in (merge.MARK_DUPLICATES, merge.MARK_TABLE_EMAIL_CONFLICTS, merge.MARK_BATCH_EMAIL_CONFLICTS):
-            cursor.execute(statement, query)
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + merge.MERGE, query)
+        classify_batch(cursor, run_id=query["run"], first=query["first"], last=query["last"])
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + merge_sql(StagedCustomer._meta.db_table), query)
         elapsed = cursor.fetchone()[0][0]["Execution Time"]
         transaction.set_rollback(True)
     return elapsed

@@ -1,7 +1,7 @@
 """The database side of an ingestion alone: batch commits of pre-validated records.
 
 Reads a generated dataset from disk (no HTTP), validates it outside the clock, and
-times only `pipeline.commit_batch` (stage with COPY, record rejections, merge, count),
+times only `batches.commit_batch` (stage with COPY, record rejections, classify, merge, count),
 batch by batch, exactly as a run calls it. Per repeat: a cold pass into an empty
 customers table, then a warm pass of the same records. This isolates what the
 PostgreSQL server and the index set cost per row from reading and validation.
@@ -71,16 +71,18 @@ def commit_all(dataset: Path) -> dict:
     from django.conf import settings
     from django.db import connection
 
-    from ingestion import pipeline, runs, staging
+    from ingestion import runs
+    from ingestion.batches import Batch, commit_batch
     from ingestion.models import IngestRun, RunStatus
     from ingestion.source import Page
+    from ingestion.validation import validate_page
 
     run = IngestRun.objects.create(
         trigger="command", source_url="http://bench.invalid", page_size=PAGE, status=RunStatus.RUNNING
     )
     batch_seconds: list[float] = []
     statements: list[dict[str, float]] = []  # per batch: seconds per SQL statement
-    batch = pipeline._Batch(first_position=1)
+    batch = Batch(first_position=1)
 
     def timed(execute, sql, params, many, context):
         started = time.perf_counter()
@@ -93,44 +95,41 @@ def commit_all(dataset: Path) -> dict:
 
     total = sum(1 for _ in dataset.open("rb"))
 
+    # COPY goes through the raw psycopg cursor, which execute_wrapper does not see: the
+    # commit's own step timing gives it.
+    def copy_step(name: str, seconds: float) -> None:
+        if name == "copy":
+            statements[-1]["COPY"] = statements[-1].get("COPY", 0.0) + seconds
+
     def commit() -> None:
         nonlocal run, batch
         statements.append({})
         started = time.perf_counter()
         with connection.execute_wrapper(timed):
-            run = pipeline.commit_batch(run, batch)
+            run = commit_batch(run, batch, on_step=copy_step)
         # Whatever no timed step accounts for: COMMIT and the Python around the statements.
         statements[-1]["COMMIT and the rest"] = time.perf_counter() - started - sum(statements[-1].values())
         batch_seconds.append(time.perf_counter() - started)
-        batch = pipeline._Batch(first_position=run.fetched + 1)
+        batch = Batch(first_position=run.fetched + 1)
 
-    # COPY goes through the raw psycopg cursor, which execute_wrapper does not see: time it here.
-    def stage_rows(*args, **kwargs):
-        copy_started = time.perf_counter()
-        try:
-            return staging.stage_rows(*args, **kwargs)
-        finally:
-            statements[-1]["COPY"] = statements[-1].get("COPY", 0.0) + time.perf_counter() - copy_started
-
-    pipeline.stage_rows = stage_rows
     with dataset.open("rb") as lines:
         number, records = 0, []
         for line in lines:
             records.append(json.loads(line))
             if len(records) == PAGE:
                 number += 1
-                batch.add(pipeline.validate_page(Page(number, PAGE, total, records)))
+                batch.add(validate_page(Page(number, PAGE, total, records)))
                 records = []
                 if batch.size >= settings.INGESTION_BATCH_SIZE:
                     commit()
         if records:
-            batch.add(pipeline.validate_page(Page(number + 1, PAGE, total, records)))
+            batch.add(validate_page(Page(number + 1, PAGE, total, records)))
         commit()
-    run = runs.finish_run(run.pk, RunStatus.SUCCEEDED)
+    run = runs.mark_finished(run.pk, RunStatus.SUCCEEDED)
     connection.close()
     seconds = sum(batch_seconds)
     tenth = max(1, len(batch_seconds) // 10)
-    counters = {name: getattr(run, name) for name in IngestRun.COUNTERS}
+    counters = run.counters()
     return {
         "seconds": seconds,
         "rows_per_second": run.fetched / seconds,
@@ -145,13 +144,15 @@ def commit_all(dataset: Path) -> dict:
 
 
 def _statement_name(sql: str) -> str:
-    """A short name for a statement: the merge module's constant it came from, else its first words."""
-    from ingestion import failures, merge
+    """A short name for a statement: the constant it came from, its leading comment, else its first words."""
+    from ingestion import classification, failures
 
-    for module in (merge, failures):
+    for module in (classification, failures):
         for name, value in vars(module).items():
             if name.isupper() and value == sql:
                 return name
+    if sql.startswith("/*"):
+        return sql[2 : sql.index("*/")].strip()
     return " ".join(sql.split()[:3])
 
 

@@ -4,7 +4,7 @@
 
 - ingest: `ingestion.pipeline.ingest`, exactly what `manage.py ingest_customers` runs.
 - read: the plain read of the same pages, with the same client, settings and concurrency
-  (`pipeline.fetch_pages` over an `UpstreamClient` built as a run builds it).
+  (`source.fetch_pages` over an `UpstreamClient` built as a run builds it).
 - bulk-create: the ORM baseline, the same pages validated the same way and written with
   `Customer.objects.bulk_create` in batches of 2000 (conflicting rows skipped).
 
@@ -60,14 +60,21 @@ def main() -> None:
 
 def ingest(source_url: str, *, trace: bool) -> dict:
     from ingestion import pipeline
-    from ingestion.models import IngestRun, RunTrigger
+    from ingestion.models import RunTrigger
 
-    traced = _trace_commits(pipeline) if trace else None
-    run = pipeline.ingest(trigger=RunTrigger.COMMAND, source_url=source_url)
-    result = {name: getattr(run, name) for name in IngestRun.COUNTERS}
-    result |= {"status": run.status, "error": run.error, "rows": run.fetched}
-    if traced is not None:
-        result["batch_seconds"], result["step_seconds"] = traced
+    batch_seconds: list[float] = []
+    step_seconds: dict[str, float] = {}
+
+    def on_step(name: str, seconds: float) -> None:
+        if name == "batch":
+            batch_seconds.append(round(seconds, 4))
+        else:
+            step_seconds[name] = step_seconds.get(name, 0.0) + seconds
+
+    run = pipeline.ingest(trigger=RunTrigger.COMMAND, source_url=source_url, on_step=on_step if trace else None)
+    result = run.counters() | {"status": run.status, "error": run.error, "rows": run.fetched}
+    if trace:
+        result["batch_seconds"], result["step_seconds"] = batch_seconds, step_seconds
     return result
 
 
@@ -75,11 +82,12 @@ def read(source_url: str, *, trace: bool) -> dict:
     from django.conf import settings
 
     from ingestion import pipeline
-    from ingestion.source import UpstreamClient
+    from ingestion.source import UpstreamClient, fetch_pages
 
-    client = UpstreamClient(source_url, page_size=settings.INGESTION_PAGE_SIZE, settings=pipeline.client_settings())
+    page_size = settings.INGESTION_PAGE_SIZE
+    client = UpstreamClient(source_url, page_size=page_size, settings=pipeline.client_settings(page_size))
     pages = rows = 0
-    for page in pipeline.fetch_pages(client, first=1):
+    for page in fetch_pages(client, first=1):
         pages += 1
         rows += len(page.records)
     return {"status": "succeeded", "pages": pages, "rows": rows}
@@ -92,10 +100,11 @@ def bulk_create(source_url: str, *, trace: bool) -> dict:
 
     from customers.models import Customer
     from ingestion import pipeline
-    from ingestion.source import UpstreamClient
+    from ingestion.source import UpstreamClient, fetch_pages
     from ingestion.validation import ValidRecord, validate_record
 
-    client = UpstreamClient(source_url, page_size=settings.INGESTION_PAGE_SIZE, settings=pipeline.client_settings())
+    page_size = settings.INGESTION_PAGE_SIZE
+    client = UpstreamClient(source_url, page_size=page_size, settings=pipeline.client_settings(page_size))
     fields = ValidRecord._fields
     rows = seq = 0
     write_seconds = 0.0
@@ -109,7 +118,7 @@ def bulk_create(source_url: str, *, trace: bool) -> dict:
         batch.clear()
         return time.perf_counter() - started
 
-    for page in pipeline.fetch_pages(client, first=1):
+    for page in fetch_pages(client, first=1):
         for raw in page.records:
             rows += 1
             record = validate_record(raw)
@@ -125,30 +134,6 @@ def bulk_create(source_url: str, *, trace: bool) -> dict:
 
 
 OPERATIONS = {"ingest": ingest, "read": read, "bulk-create": bulk_create}
-
-
-def _trace_commits(pipeline) -> tuple[list[float], dict[str, float]]:
-    """Time each batch commit, and the steps inside it, by wrapping the names the pipeline calls."""
-    durations: list[float] = []
-    steps: dict[str, float] = {}
-
-    def timed(name: str, function, record):
-        def wrapper(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                record(name, time.perf_counter() - started)
-
-        return wrapper
-
-    def add_step(name: str, seconds: float) -> None:
-        steps[name] = steps.get(name, 0.0) + seconds
-
-    for name in ("stage_rows", "record_rejections", "merge_batch", "record_conflicts"):
-        setattr(pipeline, name, timed(name, getattr(pipeline, name), add_step))
-    pipeline.commit_batch = timed("commit_batch", pipeline.commit_batch, lambda name, s: durations.append(round(s, 4)))
-    return durations, steps
 
 
 def peak_rss_mib() -> float:

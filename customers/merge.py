@@ -56,7 +56,8 @@ _STAGED = "t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s AND 
 
 
 @cache
-def _merge(staged_table: str) -> str:
+def merge_sql(staged_table: str) -> str:
+    """The merge statement for `staged_table` (public so bench/indexes.py can EXPLAIN it)."""
     # `pending` probes the primary key once per staged row and keeps what it found (is the
     # customer known, does it differ); the update and the insert both work from that instead
     # of probing again (docs/benchmarks.md has the cost of each probe). Only changed rows are
@@ -86,8 +87,8 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT 
 
 
 @cache
-def _compare(staged_table: str) -> str:
-    # What the merge would do, without doing it (a dry run).
+def compare_sql(staged_table: str) -> str:
+    """What the merge would do, counted without writing (a dry run)."""
     return f"""/* customers.merge_staged dry run */
 SELECT count(*) FILTER (WHERE c.customer_id IS NULL),
        count(*) FILTER (WHERE c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")}),
@@ -106,7 +107,7 @@ def merge_staged(
     lock. With `dry_run` nothing is written; the counts say what would have been.
     """
     lock_writers(cursor)
-    statement = _compare(staged_table) if dry_run else _merge(staged_table)
+    statement = compare_sql(staged_table) if dry_run else merge_sql(staged_table)
     cursor.execute(statement, {"run": run_id, "first": first, "last": last})
     inserted, updated, pending = cursor.fetchone()
     return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated)

@@ -27,7 +27,8 @@ from ingestion.validation import Rejection, ValidatedPage
 
 logger = logging.getLogger(__name__)
 
-# Told the seconds each step of a commit took: "copy", "rejections", "classify", "merge", "conflicts".
+# Told the seconds each step of a commit took: "copy", "rejections", "classify", "merge",
+# "conflicts", then "batch" for the whole commit, transaction included.
 StepObserver = Callable[[str, float], None]
 
 
@@ -77,7 +78,7 @@ def commit_batch(
     """Stage, reject, classify, merge and count one batch in one transaction; return the run."""
     counts = dict.fromkeys(IngestRun.COUNTERS, 0)
     now = timezone.now()
-    with transaction.atomic():
+    with _step(on_step, "batch"), transaction.atomic():
         if batch.size:
             counts |= _write(run, batch, now, on_step)
         changes = {name: F(name) + value for name, value in counts.items() if value}
