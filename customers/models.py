@@ -12,10 +12,10 @@ class CustomerQuerySet(models.QuerySet):
 class Customer(models.Model):
     """A customer as the upstream describes it, plus a little pipeline bookkeeping.
 
-    Source-owned fields are written only by the ingestion merge. `seq` numbers rows
-    densely (1..N) in the order they were first inserted; the merge assigns it under
-    a lock and rows are never deleted, so `max(seq)` is the row count and a page is a
-    range of `seq` (no full count, no growing OFFSET scan).
+    Every write goes through customers/merge.py, which keeps the table's invariants:
+    `seq` numbers rows densely (1..N) in the order they were first inserted, so
+    `max(seq)` is the row count and a page of the whole table is a range of `seq`
+    (no full count, no growing OFFSET scan: api/pagination.py, DenseKeyPagination).
     """
 
     customer_id = models.UUIDField(primary_key=True)
@@ -54,8 +54,8 @@ class Customer(models.Model):
         ]
         indexes = [
             # The API's orderings and filters; each ordering ends in a unique column so pages
-            # are stable, and is one index scan. Every index costs about a tenth of a cold
-            # insert when its keys land at random places (docs/benchmarks.md), so the choice
+            # are stable, and is one index scan. Every index costs a cold insert dearly when its
+            # keys land at random places (per-index costs: docs/benchmarks.md), so the choice
             # of tie-breaker matters: new rows have updated_at NULL and a growing seq, so in
             # both updated_at indexes they are appended in ascending order at the end of the
             # NULL group instead of scattered. Email ordering uses the unique lower(email)

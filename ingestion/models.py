@@ -159,8 +159,8 @@ class StagedCustomer(models.Model):
     has already seen (the duplicate rule) and they are pruned with the failures.
     """
 
-    # No index of its own: both indexes below start with run_id, and one fewer index
-    # to fill is about 5% of a cold batch.
+    # No index of its own: both indexes below start with run_id, and every index filled
+    # costs each cold batch (docs/benchmarks.md).
     run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="staged", db_index=False)
     page = models.PositiveIntegerField()
     position = models.PositiveBigIntegerField()

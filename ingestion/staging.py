@@ -28,8 +28,8 @@ def stage_rows(cursor, *, run_id: int, rows: Iterable[StagedRow], staged_at) -> 
     columns = ", ".join(STAGED_COLUMNS)
     types = _column_types(cursor, table)
     count = 0
-    # Binary COPY: half the client CPU of text COPY (no formatting of UUIDs, decimals and
-    # timestamps into text, measured in docs/benchmarks.md), and no parsing on the server.
+    # Binary COPY: less client CPU than text COPY (no formatting of UUIDs, decimals and
+    # timestamps into text; measured in docs/benchmarks.md), and no parsing on the server.
     with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in rows:
