@@ -86,11 +86,6 @@ def empty_run_tables(database_url: str, *, customers: bool) -> None:
         conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
 
-def analyze(database_url: str, *tables: str) -> None:
-    with connect(database_url) as conn:
-        conn.execute(f"ANALYZE {', '.join(tables)}")
-
-
 def customer_updates(database_url: str, *, settle_seconds: float = 5.0) -> int:
     """n_tup_upd of the customers table, once the statistics stopped moving.
 

@@ -34,9 +34,6 @@ class FailureReason(models.TextChoices):
     DUPLICATE_ID = "duplicate_id"
 
 
-# Reasons that come from comparing a record with other records, not from the record alone.
-CONFLICT_REASONS = (FailureReason.EMAIL_CONFLICT, FailureReason.DUPLICATE_ID)
-
 
 class IngestRunQuerySet(models.QuerySet):
     def active(self):
