@@ -17,11 +17,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.database import embedded_database_url, stop_embedded_database
+from config.env import env_bool, env_port, env_str
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATABASE_DIR = PROJECT_DIR / ".pgdata"
@@ -85,9 +88,9 @@ def child_environment(environ: Mapping[str, str], *, local_dir: Path) -> dict[st
 
 def admin_path(env: Mapping[str, str]) -> str:
     """The admin's path, read the way config/settings/base.py reads it."""
-    value = env.get("DJANGO_ADMIN_URL")
-    debug = env.get("DJANGO_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
-    return "/" + (("admin/" if debug else "backoffice/") if value is None else value.strip())
+    with _as_stack_error():
+        debug = env_bool("DJANGO_DEBUG", False, environ=env)
+        return "/" + env_str("DJANGO_ADMIN_URL", "admin/" if debug else "backoffice/", environ=env)
 
 
 def services(env: Mapping[str, str]) -> list[Service]:
@@ -118,12 +121,17 @@ def parse_key_values(text: str) -> dict[str, str]:
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise StackError(f"{name} must be a port number between 1 and 65535, not {value!r}.")
-    return int(value)
+    with _as_stack_error():
+        return env_port(name, default, environ=env)
+
+
+@contextlib.contextmanager
+def _as_stack_error() -> Iterator[None]:
+    # The user gets main()'s one-line "ERROR: <sentence>", not a traceback.
+    try:
+        yield
+    except ImproperlyConfigured as error:
+        raise StackError(str(error)) from None
 
 
 def _write_private(path: Path, text: str) -> None:
