@@ -14,13 +14,11 @@ also on Ctrl-C or SIGTERM.
 """
 
 import argparse
-import contextlib
 import math
 import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +32,13 @@ import psycopg
 import requests
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import processes
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/soak"
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
 PAGE_LIMIT = 100
 # Ids a reader remembers for detail requests; enough to spread reads over the table.
@@ -82,12 +83,6 @@ class Shared:
 # --- Processes -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def manage(env: dict[str, str], *args: str) -> str:
     """Run `manage.py ARGS`; return its stdout, or raise SoakError with its output."""
     result = subprocess.run(
@@ -99,43 +94,7 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 def start(name: str, argv: list[str], env: dict[str, str], logs: Path, children: dict) -> None:
-    log = (logs / f"{name}.log").open("w")
-    # A session of its own, so stopping it also reaches the workers a gunicorn master forked.
-    children[name] = subprocess.Popen(
-        argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
-
-
-def stop(children: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM each child's session, SIGKILL what is left after STOP_TIMEOUT."""
-    for process in children.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for process in children.values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def check_alive(children: dict[str, subprocess.Popen]) -> None:
-    for name, process in children.items():
-        if process.poll() is not None:
-            raise SoakError(f"{name} exited with code {process.returncode}.")
-
-
-def wait_healthy(url: str, children: dict[str, subprocess.Popen]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        check_alive(children)
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise SoakError(f"{url} did not answer 200 within {READY_TIMEOUT:.0f} s.")
+    children[name] = processes.start(argv, cwd=PROJECT_DIR, env=env, log=logs / f"{name}.log")
 
 
 def create_database(url: str, *, fresh: bool) -> None:
@@ -166,7 +125,7 @@ def environment(database_url: str, source_url: str) -> dict[str, str]:
 
 def start_stack(args, workdir: Path, children: dict) -> tuple[str, str]:
     """Dataset, database, mocksource, API and worker; return the API's URL and a superuser's token."""
-    api, upstream = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    api, upstream = f"http://127.0.0.1:{processes.free_port()}", f"http://127.0.0.1:{processes.free_port()}"
     env = environment(args.database_url, upstream)
     dataset = workdir / "customers.jsonl"
     say(f"Generating {args.records} records; preparing {urlsplit(args.database_url).path.lstrip('/')}.")
@@ -201,8 +160,8 @@ def start_stack(args, workdir: Path, children: dict) -> tuple[str, str]:
     start(
         "worker", [sys.executable, "manage.py", "procrastinate", "worker", "--concurrency", "2"], env, workdir, children
     )
-    wait_healthy(f"{upstream}/api/health", children)
-    wait_healthy(f"{api}/api/health", children)
+    urls = {"mocksource": f"{upstream}/api/health", "web": f"{api}/api/health"}
+    processes.wait_healthy(urls, children, timeout=READY_TIMEOUT, error=SoakError)
     return api, token
 
 
@@ -255,7 +214,7 @@ def wait_for_run(api: str, token: str, run_id: int, timeout: float, children: di
     deadline = time.monotonic() + timeout
     run = {}
     while time.monotonic() < deadline:
-        check_alive(children)
+        processes.check_alive(children, error=SoakError)
         run = session.get(f"{api}/api/ingest/runs/{run_id}", timeout=REQUEST_TIMEOUT).json()
         if run["status"] in FINISHED:
             break
@@ -388,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            stop(children)
+            processes.stop(children)
             signal.signal(signal.SIGINT, signal.default_int_handler)
     table, errors = report(results, run, seconds=args.seconds, readers=args.readers, records=args.records)
     print(table)

@@ -1,8 +1,9 @@
 """gunicorn settings for the API: `gunicorn -c config/gunicorn.py config.wsgi:application`.
 
 gunicorn loads this file in its master process, before and apart from Django, so it
-reads os.environ itself; config/settings/base.py stays the only application module
-that does. Command-line options override what is set here.
+reads os.environ itself, through config/env.py (which needs no Django set-up);
+config/settings/base.py stays the only application module that does. Command-line
+options override what is set here.
 """
 
 import glob
@@ -10,22 +11,14 @@ import os
 
 from prometheus_client import multiprocess
 
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise RuntimeError(f"{name} must be a whole number of at least 1, not {value!r}.")
-    return int(value)
-
+from config.env import env_int
 
 bind = os.environ.get("API_BIND", "127.0.0.1:8000")
 # WEB_CONCURRENCY is gunicorn's own variable (docker-compose.yml sets it); ours comes first.
-workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", 2))
+workers = env_int("GUNICORN_WORKERS", env_int("WEB_CONCURRENCY", 2, minimum=1), minimum=1)
 # POST /api/ingest?wait=N holds its request for minutes: threads (the gthread worker)
 # keep each process answering meanwhile.
-threads = _env_int("GUNICORN_THREADS", 4)
+threads = env_int("GUNICORN_THREADS", 4, minimum=1)
 accesslog = "-"
 # The path without its query string: searches carry names and emails. No client address either.
 access_log_format = '%(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'

@@ -8,7 +8,6 @@ first ingestion, prints where everything is, and stops it all in order on Ctrl-C
 """
 
 import contextlib
-import http.client
 import logging
 import os
 import secrets
@@ -16,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from config import processes
 from config.database import embedded_database_url, stop_embedded_database
+from config.env import env_bool, env_port, env_str
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATABASE_DIR = PROJECT_DIR / ".pgdata"
@@ -85,9 +87,9 @@ def child_environment(environ: Mapping[str, str], *, local_dir: Path) -> dict[st
 
 def admin_path(env: Mapping[str, str]) -> str:
     """The admin's path, read the way config/settings/base.py reads it."""
-    value = env.get("DJANGO_ADMIN_URL")
-    debug = env.get("DJANGO_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
-    return "/" + (("admin/" if debug else "backoffice/") if value is None else value.strip())
+    with _as_stack_error():
+        debug = env_bool("DJANGO_DEBUG", False, environ=env)
+        return "/" + env_str("DJANGO_ADMIN_URL", "admin/" if debug else "backoffice/", environ=env)
 
 
 def services(env: Mapping[str, str]) -> list[Service]:
@@ -118,12 +120,17 @@ def parse_key_values(text: str) -> dict[str, str]:
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise StackError(f"{name} must be a port number between 1 and 65535, not {value!r}.")
-    return int(value)
+    with _as_stack_error():
+        return env_port(name, default, environ=env)
+
+
+@contextlib.contextmanager
+def _as_stack_error() -> Iterator[None]:
+    # The user gets main()'s one-line "ERROR: <sentence>", not a traceback.
+    try:
+        yield
+    except ImproperlyConfigured as error:
+        raise StackError(str(error)) from None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -185,23 +192,14 @@ def demo_account(env: Mapping[str, str], *, remember_password: bool) -> dict[str
 def start_services(to_start: list[Service], running: Running) -> None:
     for service in to_start:
         say(f"Starting {service.name}: {' '.join(service.argv[1:])}")
-        # A session of its own: the terminal's Ctrl-C reaches only the stack, which stops children in order.
-        running.children[service.name] = subprocess.Popen(
-            service.argv, cwd=PROJECT_DIR, env=service.env, start_new_session=True
-        )
+        # Output shared with ours; each child in its own session, so Ctrl-C reaches only the stack.
+        running.children[service.name] = processes.start(service.argv, cwd=PROJECT_DIR, env=service.env)
 
 
 def wait_until_healthy(started: list[Service], running: Running) -> None:
     """Poll every health URL until it answers 200, failing if a child dies or time runs out."""
-    pending = {service.name: service.health_url for service in started if service.health_url}
-    deadline = time.monotonic() + READY_TIMEOUT
-    while pending:
-        check_alive(running)
-        pending = {name: url for name, url in pending.items() if not _answers_ok(url)}
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(f"{name} ({url})" for name, url in pending.items())
-            raise StackError(f"No answer 200 within {READY_TIMEOUT:.0f} s from {names}.")
-        time.sleep(0.3)
+    urls = {service.name: service.health_url for service in started if service.health_url}
+    processes.wait_healthy(urls, running.children, timeout=READY_TIMEOUT, error=StackError)
 
 
 def first_ingestion(env: Mapping[str, str]) -> None:
@@ -213,32 +211,19 @@ def first_ingestion(env: Mapping[str, str]) -> None:
         say(f"WARNING: {error} The stack keeps running; retry with POST /api/ingest (see below).")
 
 
-def check_alive(running: Running) -> None:
-    for name, process in running.children.items():
-        if (code := process.poll()) is not None:
-            raise StackError(f"{name} {_how_it_ended(code)} unexpectedly.")
-
-
 def wait_forever(running: Running) -> None:
     while True:
-        check_alive(running)
+        processes.check_alive(running.children, error=StackError)
         time.sleep(0.5)
 
 
 def stop(running: Running) -> None:
     """SIGTERM every child (reverse start order), SIGKILL what is left after STOP_TIMEOUT, stop the database."""
-    children = list(reversed(running.children.items()))
-    for _, process in children:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for name, process in children:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            say(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killing it.")
-        # Also sweeps what a child that died left in its session (a gunicorn master's workers).
-        _kill_session(process)
+    processes.stop(
+        running.children,
+        timeout=STOP_TIMEOUT,
+        on_kill=lambda name: say(f"{name} did not stop within {STOP_TIMEOUT:.0f} s: killing it."),
+    )
     if running.owns_database:
         say("Stopping the embedded PostgreSQL.")
         stop_embedded_database(EMBEDDED_DATABASE_DIR)
@@ -271,26 +256,6 @@ def _embedded_database_running() -> bool:
     except (OSError, ValueError, IndexError):  # no file, an unreadable one, or no such process
         return False
     return True
-
-
-def _how_it_ended(code: int) -> str:
-    # Popen reports death by a signal as the negative signal number.
-    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-
-
-def _answers_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own http:// URL
-            return response.status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-
-
-def _kill_session(process: subprocess.Popen) -> None:
-    # The child leads its own process group, so this also reaches gunicorn's workers.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 # --- Output ---------------------------------------------------------------------------

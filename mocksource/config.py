@@ -1,7 +1,9 @@
 """Mocksource's settings. This module is the only place in mocksource that reads the environment.
 
-Mocksource runs as its own process without the project's Django settings, so it keeps
-its own small reader. Bad values raise `ConfigurationError` at start, naming the variable.
+It keeps its own two small readers (`_int`, `_rate`) rather than use config/env.py: mocksource
+stands for an upstream we do not own, so it imports nothing from the other apps (a test
+enforces it) and its server runs without the project's settings. Bad values raise
+`ConfigurationError` at start, naming the variable.
 """
 
 import os

@@ -1,70 +1,19 @@
-"""Project settings. This module is the only place that reads the environment.
+"""Project settings. This module is the only application module that reads the environment.
 
-Every variable is listed with a one-line meaning in `.env.example`. Bad values raise
-`ImproperlyConfigured` at start, with a sentence that says what to set.
+It reads it through the helpers in config/env.py. Every variable is listed with a one-line
+meaning in `.env.example`. Bad values raise `ImproperlyConfigured` at start, with a sentence
+that says what to set.
 """
 
-import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def env_str(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return default if value is None else value.strip()
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no, on/off), not {value!r}.")
-
-
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
-    return number
-
-
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
-    return number
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 # --- Core -------------------------------------------------------------------------

@@ -115,3 +115,8 @@ def test_create_api_token_output_is_parsed_into_the_banner(tmp_path):
     assert "curl -H 'Authorization: Token abc123' http://127.0.0.1:8100/api/customers" in text
     assert "curl -X POST -H 'Authorization: Token abc123' 'http://127.0.0.1:8100/api/ingest?wait=60'" in text
     assert "http://127.0.0.1:8100/backoffice/" in text
+
+
+def test_a_bad_debug_value_in_the_admin_path_is_refused_with_the_variable_name():
+    with pytest.raises(StackError, match="DJANGO_DEBUG must be true or false"):
+        admin_path({"DJANGO_DEBUG": "maybe"})

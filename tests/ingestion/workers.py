@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from config import processes
 from ingestion import tasks
 from tests.database import subprocess_database_url
 
@@ -22,7 +23,7 @@ def worker_process(**env) -> subprocess.Popen:
     }
     command = [sys.executable, "manage.py", "procrastinate", "worker", "--queues", tasks.QUEUE]
     command += ["--no-listen-notify", "--fetch-job-polling-interval", "0.2"]
-    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return processes.start(command, cwd=ROOT, env=environment, quiet=True)
 
 
 def wait_until(condition, timeout=30.0):

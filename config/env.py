@@ -1,0 +1,79 @@
+"""Environment variables read into checked values; a bad one raises ImproperlyConfigured naming it.
+
+Used by config/settings/base.py (the only application module that reads the environment),
+config/gunicorn.py and the `make run` supervisor, which passes `environ` to read its
+children's environment. Importing Django's exception does not configure Django.
+"""
+
+import os
+from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The stripped value, or `default` when the variable is unset."""
+    value = environ.get(name)
+    return default if value is None else value.strip()
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] = os.environ) -> bool:
+    """1/0, true/false, yes/no, on/off (any case); empty is false, unset is `default`."""
+    value = environ.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no, on/off), not {value!r}.")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0, environ: Mapping[str, str] = os.environ) -> int:
+    """A whole number of at least `minimum`; unset or blank is `default`."""
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0, environ: Mapping[str, str] = os.environ) -> float:
+    """A number of at least `minimum`; unset or blank is `default`."""
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
+    return number
+
+
+def env_list(name: str, default: list[str], *, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Comma-separated items, stripped, empty ones dropped; unset is `default`."""
+    value = environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_port(name: str, default: int, *, environ: Mapping[str, str] = os.environ) -> int:
+    """A TCP port number, 1 to 65535; unset or blank is `default`."""
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ImproperlyConfigured(f"{name} must be a port number between 1 and 65535, not {value!r}.")
+    return int(value)
