@@ -1,7 +1,8 @@
 import pytest
 
 from mocksource.dataset import generate_dataset, write_dataset
-from tests.upstream import make_records, running_mocksource
+from tests.records import records
+from tests.upstream import running_mocksource
 
 GENERATED_COUNT = 1000
 
@@ -23,5 +24,5 @@ def upstream(generated_dataset):
 @pytest.fixture
 def crafted_dataset(tmp_path):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(25), path)
+    write_dataset(records(25), path)
     return path
