@@ -1,17 +1,16 @@
 import pytest
 
 from mocksource.dataset import generate_dataset, write_dataset
+from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED
 from tests.records import records
 from tests.upstream import running_mocksource
-
-GENERATED_COUNT = 1000
 
 
 @pytest.fixture(scope="session")
 def generated_dataset(tmp_path_factory):
     """The generator's output at the smallest count that holds every invalid kind."""
     path = tmp_path_factory.mktemp("generated") / "customers.jsonl"
-    generate_dataset(path, count=GENERATED_COUNT, seed=42)
+    generate_dataset(path, count=GENERATED_COUNT, seed=GENERATED_SEED)
     return path
 
 

@@ -18,7 +18,7 @@ from mocksource.dataset import (
     write_dataset,
 )
 from mocksource.store import Store
-from tests.mocksource.conftest import GENERATED_COUNT
+from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED
 from tests.records import records
 
 # The contract's fields, in the order the generator writes them (spelled out on purpose:
@@ -77,7 +77,7 @@ def generate_output(path, *args):
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path, generated_dataset):
-    generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=42)
+    generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=GENERATED_SEED)
 
     for suffix in ("", ".idx", ".ids.idx"):
         assert (tmp_path / f"again.jsonl{suffix}").read_bytes() == generated_dataset.with_name(

@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from mocksource.dataset import write_dataset
-from tests.mocksource.conftest import GENERATED_COUNT
+from tests.mocksource.datasets import GENERATED_COUNT
 from tests.records import record, records
 from tests.upstream import running_mocksource
 
