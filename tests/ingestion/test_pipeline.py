@@ -1,13 +1,12 @@
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from customers.models import Customer
 from ingestion import runs
-from ingestion.models import IngestFailure, IngestRun
+from ingestion.models import IngestFailure
 from tests.ingestion.fakes import FakeUpstream, Reply
 from tests.records import record, records
 
@@ -234,36 +233,3 @@ def test_total_shrinking_while_paging_stops_at_the_new_end(ingest):
     run = ingest(fake, page_size=10)
     assert run.status == "succeeded"
     assert run.pages_expected == 2
-
-
-def test_a_second_run_is_refused_while_one_is_active():
-    active = runs.create_run(trigger="api")
-    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
-        runs.create_run(trigger="command")
-    assert refused.value.active == active
-    assert IngestRun.objects.count() == 1
-
-
-def test_page_size_above_100_is_refused():
-    with pytest.raises(runs.RunRefused, match="between 1 and 100"):
-        runs.create_run(trigger="command", page_size=101)
-
-
-def test_runs_without_heartbeat_are_marked_abandoned():
-    run = runs.create_run(trigger="api")
-    runs.mark_running(run.pk)
-    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
-    fresh_cutoff = timedelta(minutes=5)
-    assert runs.abandon_stale_runs(stale_after=fresh_cutoff) == [run.pk]
-    run.refresh_from_db()
-    assert run.status == "abandoned"
-    assert "No heartbeat" in run.error
-    assert runs.requeue(run.pk).status == "queued"
-
-
-def test_only_failed_or_abandoned_runs_resume(ingest):
-    run = ingest(FakeUpstream(records(3)))
-    with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
-        runs.requeue(run.pk)
-    with pytest.raises(runs.RunRefused, match="does not exist"):
-        runs.requeue(999999)
