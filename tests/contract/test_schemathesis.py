@@ -26,7 +26,8 @@ from config.wsgi import application
 from customers.models import Customer
 from ingestion import pipeline, runs
 from ingestion.models import IngestRun
-from tests.ingestion.fakes import FakeUpstream, Reply, record, records
+from tests.ingestion.fakes import FakeUpstream, Reply
+from tests.records import record, records
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ merge, the database) runs for real.
 
 import io
 import json
-import uuid
 from collections import defaultdict
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,28 +13,7 @@ import requests
 from requests.adapters import BaseAdapter
 from urllib3.response import HTTPResponse
 
-NAMESPACE = uuid.UUID("6f1c8a52-3d4e-4b7a-9c0d-2e5f8a1b3c4d")
-
-
-def record(index: int, **overrides) -> dict:
-    """A valid upstream record, deterministic in `index`."""
-    data = {
-        "customer_id": str(uuid.uuid5(NAMESPACE, str(index))),
-        "first_name": f"First{index}",
-        "last_name": f"Last{index}",
-        "email": f"customer{index}@example.com",
-        "phone": f"+1-555-{index:04d}",
-        "address": f"{index} Main Street\nSpringfield",
-        "date_of_birth": "1980-01-31",
-        "account_balance": 100 + index + 0.25,
-        "created_at": "2024-01-10T17:07:01Z",
-    }
-    data.update(overrides)
-    return data
-
-
-def records(count: int, start: int = 0) -> list[dict]:
-    return [record(index) for index in range(start, start + count)]
+from mocksource.dataset import encode_record
 
 
 class Reply:
@@ -74,8 +52,8 @@ class FakeUpstream(BaseAdapter):
             return self._response(request, reply.status, reply.body, reply.headers)
         start = (page - 1) * limit
         total = len(self.records) if self.total is None else self.total(page)
-        body = {"data": self.records[start : start + limit], "total": total, "page": page, "limit": limit}
-        return self._response(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        body = _envelope(self.records[start : start + limit], total=total, page=page, limit=limit)
+        return self._response(request, 200, body, {"Content-Type": "application/json"})
 
     def _response(self, request, status, body, headers):
         raw = HTTPResponse(body=io.BytesIO(body), headers=headers, status=status, preload_content=False)
@@ -89,3 +67,9 @@ class FakeUpstream(BaseAdapter):
 
     def close(self):
         pass
+
+
+def _envelope(data: list, *, total, page: int, limit: int) -> bytes:
+    """The page as JSON; a Decimal balance is a number with its own digits, as mocksource writes it."""
+    rows = b",".join(encode_record(row) if isinstance(row, dict) else json.dumps(row).encode() for row in data)
+    return b'{"data":[%b],"total":%b,"page":%d,"limit":%d}' % (rows, json.dumps(total).encode(), page, limit)

@@ -7,7 +7,8 @@ from customers.models import Customer
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import generate_dataset, write_dataset
 from mocksource.faults import FaultConfig
-from tests.upstream import make_records, running_mocksource
+from tests.records import records
+from tests.upstream import running_mocksource
 
 pytestmark = pytest.mark.django_db
 
@@ -61,17 +62,17 @@ def test_rerun_inserts_and_updates_nothing_and_moves_no_updated_at(demo_dataset)
 
 def test_changed_field_propagates_and_keeps_created_at(tmp_path):
     path = tmp_path / "customers.jsonl"
-    records = make_records(30)
-    write_dataset(records, path)
+    source = records(30)
+    write_dataset(source, path)
     with running_mocksource(path) as base_url:
         ingest(base_url, "--quiet")
-    records[7]["last_name"] = "Married-Name"
-    original_created = records[7]["created_at"]
-    records[7]["created_at"] = "2031-05-05T05:05:05Z"
-    write_dataset(records, path)
+    source[7]["last_name"] = "Married-Name"
+    original_created = source[7]["created_at"]
+    source[7]["created_at"] = "2031-05-05T05:05:05Z"
+    write_dataset(source, path)
     with running_mocksource(path) as base_url:
         ingest(base_url, "--quiet")
-    customer = Customer.objects.get(customer_id=records[7]["customer_id"])
+    customer = Customer.objects.get(customer_id=source[7]["customer_id"])
     assert customer.last_name == "Married-Name"
     assert customer.created_at.strftime("%Y-%m-%dT%H:%M:%SZ") == original_created
     assert customer.updated_at is not None
@@ -81,7 +82,7 @@ def test_changed_field_propagates_and_keeps_created_at(tmp_path):
 def test_upstream_500s_are_retried_and_the_run_still_completes(tmp_path, settings):
     settings.INGESTION_MAX_RETRIES = 8
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(300), path)
+    write_dataset(records(300), path)
     with running_mocksource(path, faults=FaultConfig(error_rate=0.3, seed=3)) as base_url:
         ingest(base_url, "--quiet", "--page-size", "50")
     run = IngestRun.objects.get()
@@ -93,7 +94,7 @@ def test_upstream_500s_are_retried_and_the_run_still_completes(tmp_path, setting
 def test_failed_run_exits_non_zero_with_the_summary_and_keeps_rows(tmp_path, settings):
     settings.INGESTION_MAX_RETRIES = 0
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(300), path)
+    write_dataset(records(300), path)
     failing = pytest.raises(CommandError, match=r"Run \d+ failed in .* Error: Page 1: gave up")
     with running_mocksource(path, faults=FaultConfig(error_rate=1.0, seed=1)) as base_url, failing:
         ingest(base_url, "--quiet")
@@ -105,7 +106,7 @@ def test_resume_option_continues_a_failed_run(tmp_path, settings):
     settings.INGESTION_BATCH_SIZE = 50
     settings.INGESTION_CONCURRENCY = 1
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(200), path)
+    write_dataset(records(200), path)
     with running_mocksource(path) as base_url:
         run = IngestRun.objects.create(trigger="command", source_url=base_url, page_size=50, status="failed")
         call_command("ingest_customers", "--resume", str(run.pk), "--quiet")
@@ -133,7 +134,7 @@ def test_a_second_run_is_refused_while_one_is_active():
 
 def test_dry_run_writes_nothing(tmp_path):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(40), path)
+    write_dataset(records(40), path)
     with running_mocksource(path) as base_url:
         output = ingest(base_url, "--dry-run", "--quiet")
     assert Customer.objects.count() == 0

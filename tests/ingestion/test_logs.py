@@ -13,7 +13,8 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger, SafeAtoms
 
 from config.logging import JsonFormatter
-from tests.ingestion.fakes import FakeUpstream, Reply, record, records
+from tests.ingestion.fakes import FakeUpstream, Reply
+from tests.records import record, records
 
 pytestmark = pytest.mark.django_db
 

@@ -1,14 +1,14 @@
 import uuid
-from datetime import timedelta
+from datetime import datetime
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from customers.models import Customer
 from ingestion import runs
-from ingestion.models import IngestFailure, IngestRun
-from tests.ingestion.fakes import FakeUpstream, Reply, record, records
+from ingestion.models import IngestFailure
+from tests.ingestion.fakes import FakeUpstream, Reply
+from tests.records import record, records
 
 pytestmark = pytest.mark.django_db
 
@@ -20,16 +20,18 @@ def _xmins() -> dict:
 
 
 def test_first_run_inserts_every_record_with_counters_that_add_up(ingest):
-    run = ingest(FakeUpstream(records(250)), page_size=100)
+    source = records(250)
+    source[7]["address"] = "7 Main Street\nSpringfield"
+    run = ingest(FakeUpstream(source), page_size=100)
     assert run.status == "succeeded"
     assert run.counters() == {
         "fetched": 250, "inserted": 250, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
     }  # fmt: skip
     assert (run.pages_done, run.pages_expected, run.records_expected) == (3, 3, 250)
     assert Customer.objects.count() == 250
-    customer = Customer.objects.get(customer_id=record(7)["customer_id"])
-    assert customer.email == "customer7@example.com"
-    assert str(customer.account_balance) == "107.25"
+    customer = Customer.objects.get(customer_id=source[7]["customer_id"])
+    assert customer.email == source[7]["email"]
+    assert customer.account_balance == source[7]["account_balance"]
     assert customer.updated_at is None
     assert customer.address == "7 Main Street\nSpringfield"
 
@@ -63,7 +65,7 @@ def test_changed_field_updates_the_row_and_keeps_created_at(ingest):
     assert (run.updated, run.unchanged) == (1, 19)
     customer = Customer.objects.get(customer_id=source[4]["customer_id"])
     assert customer.phone == "+44 20 7946 0000"
-    assert customer.created_at.isoformat() == "2024-01-10T17:07:01+00:00"
+    assert customer.created_at == datetime.fromisoformat(source[4]["created_at"])
     assert customer.updated_at is not None
     assert Customer.objects.filter(updated_at__isnull=False).count() == 1
 
@@ -231,36 +233,3 @@ def test_total_shrinking_while_paging_stops_at_the_new_end(ingest):
     run = ingest(fake, page_size=10)
     assert run.status == "succeeded"
     assert run.pages_expected == 2
-
-
-def test_a_second_run_is_refused_while_one_is_active():
-    active = runs.create_run(trigger="api")
-    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
-        runs.create_run(trigger="command")
-    assert refused.value.active == active
-    assert IngestRun.objects.count() == 1
-
-
-def test_page_size_above_100_is_refused():
-    with pytest.raises(runs.RunRefused, match="between 1 and 100"):
-        runs.create_run(trigger="command", page_size=101)
-
-
-def test_runs_without_heartbeat_are_marked_abandoned():
-    run = runs.create_run(trigger="api")
-    runs.mark_running(run.pk)
-    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
-    fresh_cutoff = timedelta(minutes=5)
-    assert runs.abandon_stale_runs(stale_after=fresh_cutoff) == [run.pk]
-    run.refresh_from_db()
-    assert run.status == "abandoned"
-    assert "No heartbeat" in run.error
-    assert runs.requeue(run.pk).status == "queued"
-
-
-def test_only_failed_or_abandoned_runs_resume(ingest):
-    run = ingest(FakeUpstream(records(3)))
-    with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
-        runs.requeue(run.pk)
-    with pytest.raises(runs.RunRefused, match="does not exist"):
-        runs.requeue(999999)

@@ -13,7 +13,8 @@ from customers.models import Customer
 from ingestion import pipeline, runs
 from ingestion.models import IngestRun
 from ingestion.validation import _CONTROL, Rejection, ValidRecord, validate_record
-from tests.ingestion.fakes import FakeUpstream, record
+from tests.ingestion.fakes import FakeUpstream
+from tests.records import record
 
 # Odd text: every plane of Unicode, NUL and other control characters, very long strings.
 odd_text = st.text(st.characters(codec="utf-8"), max_size=300)

@@ -8,7 +8,8 @@ from django.utils import timezone
 from ingestion.models import IngestRun
 from ingestion.reporting import progress_line, summary_line
 from mocksource.dataset import write_dataset
-from tests.upstream import make_records, running_mocksource
+from tests.records import records
+from tests.upstream import running_mocksource
 
 
 def make_run(**fields) -> IngestRun:
@@ -48,7 +49,7 @@ class Terminal(StringIO):
 def test_command_draws_a_progress_bar_on_a_terminal(tmp_path, settings):
     settings.INGESTION_BATCH_SIZE = 20
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(60), path)
+    write_dataset(records(60), path)
     out = Terminal()
     with running_mocksource(path) as base_url:
         call_command("ingest_customers", "--source-url", base_url, "--page-size", "20", stdout=out)
@@ -61,7 +62,7 @@ def test_command_draws_a_progress_bar_on_a_terminal(tmp_path, settings):
 @pytest.mark.django_db
 def test_quiet_or_piped_output_has_no_progress_bar(tmp_path):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(5), path)
+    write_dataset(records(5), path)
     out = StringIO()
     with running_mocksource(path) as base_url:
         call_command("ingest_customers", "--source-url", base_url, stdout=out)

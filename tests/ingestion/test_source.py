@@ -4,7 +4,8 @@ import pytest
 import requests
 
 from ingestion.source import ClientSettings, UpstreamClient, UpstreamError, envelope_problem, parse_retry_after
-from tests.ingestion.fakes import FakeUpstream, Reply, records
+from tests.ingestion.fakes import FakeUpstream, Reply
+from tests.records import records
 
 
 class Clock:

@@ -16,7 +16,8 @@ from ingestion.models import IngestRun
 from mocksource.dataset import write_dataset
 from mocksource.faults import FaultConfig
 from tests.ingestion.workers import wait_until, worker_process
-from tests.upstream import make_records, running_mocksource
+from tests.records import records
+from tests.upstream import running_mocksource
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_a_refused_run_leaves_no_job():
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_executes_the_queued_run(tmp_path, settings):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(120), path)
+    write_dataset(records(120), path)
     with running_mocksource(path) as base_url:
         settings.INGESTION_SOURCE_URL = base_url
         run = tasks.start_in_background(trigger="api")
@@ -89,7 +90,7 @@ def test_sweep_marks_silent_runs_abandoned(settings):
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_mid_run_is_noticed_then_resumed_to_the_same_end_state(tmp_path):
     path = tmp_path / "customers.jsonl"
-    source = make_records(400)
+    source = records(400)
     source[50]["email"] = "broken"
     source.append(dict(source[10]))
     write_dataset(source, path)
@@ -122,7 +123,7 @@ def test_worker_killed_mid_run_is_noticed_then_resumed_to_the_same_end_state(tmp
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_run_one_run_twice_nor_two_runs_at_once(tmp_path):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(200), path)
+    write_dataset(records(200), path)
     with running_mocksource(path, faults=FaultConfig(latency_ms=20)) as base_url:
         workers = [worker_process(INGESTION_BATCH_SIZE="50") for _ in range(2)]
         try:

@@ -4,13 +4,14 @@ from decimal import Decimal
 import pytest
 
 from ingestion.validation import Rejection, ValidRecord, validate_record
-from tests.ingestion.fakes import record
+from tests.records import record
 
 
 def test_valid_record_becomes_typed_values():
-    result = validate_record(record(1, account_balance=Decimal("12.50")))
+    raw = record(1, account_balance=Decimal("12.50"), date_of_birth="1980-01-31", created_at="2024-01-10T17:07:01Z")
+    result = validate_record(raw)
     assert isinstance(result, ValidRecord)
-    assert result.customer_id == uuid.UUID(record(1)["customer_id"])
+    assert result.customer_id == uuid.UUID(raw["customer_id"])
     assert result.account_balance == Decimal("12.50")
     assert result.date_of_birth.isoformat() == "1980-01-31"
     assert result.created_at.isoformat() == "2024-01-10T17:07:01+00:00"

@@ -11,7 +11,8 @@ from customers.models import Customer
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import write_dataset
 from tests.ingestion.workers import worker_process
-from tests.upstream import make_records, running_mocksource
+from tests.records import records
+from tests.upstream import running_mocksource
 
 READ_PERMISSIONS = ("view_ingestrun", "view_ingestfailure")
 
@@ -132,7 +133,7 @@ def test_two_simultaneous_posts_make_exactly_one_run():
 @pytest.mark.django_db(transaction=True)
 def test_post_with_wait_returns_the_finished_run(tmp_path, settings):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(150), path)
+    write_dataset(records(150), path)
     operator = client_for(user_with(*READ_PERMISSIONS, "start_ingestion"))
     with running_mocksource(path) as base_url:
         settings.INGESTION_SOURCE_URL = base_url

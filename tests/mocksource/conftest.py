@@ -1,16 +1,16 @@
 import pytest
 
 from mocksource.dataset import generate_dataset, write_dataset
-from tests.upstream import make_records, running_mocksource
-
-GENERATED_COUNT = 1000
+from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED
+from tests.records import records
+from tests.upstream import running_mocksource
 
 
 @pytest.fixture(scope="session")
 def generated_dataset(tmp_path_factory):
     """The generator's output at the smallest count that holds every invalid kind."""
     path = tmp_path_factory.mktemp("generated") / "customers.jsonl"
-    generate_dataset(path, count=GENERATED_COUNT, seed=42)
+    generate_dataset(path, count=GENERATED_COUNT, seed=GENERATED_SEED)
     return path
 
 
@@ -23,5 +23,5 @@ def upstream(generated_dataset):
 @pytest.fixture
 def crafted_dataset(tmp_path):
     path = tmp_path / "customers.jsonl"
-    write_dataset(make_records(25), path)
+    write_dataset(records(25), path)
     return path

@@ -9,10 +9,17 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from mocksource.dataset import CUSTOMER_ID_NAMESPACE, INVALID_KINDS, generate_dataset, write_dataset
+from mocksource.dataset import (
+    CUSTOMER_ID_NAMESPACE,
+    DEFAULT_SEED,
+    INVALID_KINDS,
+    generate_dataset,
+    generate_records,
+    write_dataset,
+)
 from mocksource.store import Store
-from tests.mocksource.conftest import GENERATED_COUNT
-from tests.upstream import make_records
+from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED
+from tests.records import records
 
 # The contract's fields, in the order the generator writes them (spelled out on purpose:
 # a contract test should not take its expectations from the code under test).
@@ -70,7 +77,7 @@ def generate_output(path, *args):
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path, generated_dataset):
-    generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=42)
+    generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=GENERATED_SEED)
 
     for suffix in ("", ".idx", ".ids.idx"):
         assert (tmp_path / f"again.jsonl{suffix}").read_bytes() == generated_dataset.with_name(
@@ -170,19 +177,19 @@ def test_duplicate_records_reuse_an_earlier_value(generated_dataset):
 
 
 def test_write_dataset_writes_crafted_records_as_given(tmp_path):
-    records = [*make_records(3), {"customer_id": "crafted", "account_balance": "12,34x"}, {"no_id": True}]
+    crafted = [*records(3), {"customer_id": "crafted", "account_balance": "12,34x"}, {"no_id": True}]
 
-    assert write_dataset(records, tmp_path / "customers.jsonl") == 5
+    assert write_dataset(crafted, tmp_path / "customers.jsonl") == 5
 
     lines = (tmp_path / "customers.jsonl").read_bytes().splitlines()
-    assert [json.loads(line) for line in lines[3:]] == records[3:]
+    assert [json.loads(line) for line in lines[3:]] == crafted[3:]
     assert b'"account_balance":0.00,' in lines[0]
     assert Store(tmp_path / "customers.jsonl").find("crafted") == lines[3]
 
 
 def test_write_dataset_replaces_the_files_without_leaving_temporaries(tmp_path):
-    write_dataset(make_records(10), tmp_path / "customers.jsonl")
-    write_dataset(make_records(4), tmp_path / "customers.jsonl")
+    write_dataset(records(10), tmp_path / "customers.jsonl")
+    write_dataset(records(4), tmp_path / "customers.jsonl")
 
     assert Store(tmp_path / "customers.jsonl").total == 4
     assert sorted(path.name for path in tmp_path.iterdir()) == [
@@ -192,11 +199,12 @@ def test_write_dataset_replaces_the_files_without_leaving_temporaries(tmp_path):
     ]
 
 
-def test_make_records_are_valid_unique_and_continue_from_start():
-    records = make_records(5, start=10)
+def test_record_builder_is_deterministic_continues_from_start_and_uses_the_generators_ids():
+    built = records(5, start=10)
 
-    assert [record["first_name"] for record in records] == [f"First{index}" for index in range(10, 15)]
-    assert len({record["customer_id"] for record in records}) == 5
-    assert len({record["email"] for record in records}) == 5
-    assert make_records(5, start=10) == records
-    assert all(set(record) == set(FIELDS) for record in records)
+    assert [record["first_name"] for record in built] == [f"First{index}" for index in range(10, 15)]
+    generated = list(generate_records(15, seed=DEFAULT_SEED, invalid={}))[10:]
+    assert [record["customer_id"] for record in built] == [record["customer_id"] for record in generated]
+    assert len({record["email"] for record in built}) == 5
+    assert records(5, start=10) == built
+    assert all(list(record) == list(FIELDS) for record in built)

@@ -4,8 +4,9 @@ import pytest
 import requests
 
 from mocksource.dataset import write_dataset
-from tests.mocksource.conftest import GENERATED_COUNT
-from tests.upstream import make_records, running_mocksource
+from tests.mocksource.datasets import GENERATED_COUNT
+from tests.records import record, records
+from tests.upstream import running_mocksource
 
 LIMIT_ERROR = {"detail": "Invalid value for: limit.", "errors": {"limit": ["Must be an integer between 1 and 100."]}}
 PAGE_ERROR = {"detail": "Invalid value for: page.", "errors": {"page": ["Must be an integer of at least 1."]}}
@@ -132,7 +133,7 @@ def test_customer_is_served_by_id(upstream, generated_dataset):
 
 
 def test_repeated_customer_id_is_served_as_its_first_record(tmp_path):
-    first, second = make_records(2)
+    first, second = records(2)
     write_dataset([first, {**second, "customer_id": first["customer_id"]}], tmp_path / "customers.jsonl")
 
     with running_mocksource(tmp_path / "customers.jsonl") as base_url:
@@ -175,9 +176,9 @@ def test_methods_other_than_get_are_405_json(upstream, method, path):
 def test_balance_keeps_two_decimals_in_the_raw_json(crafted_dataset):
     with running_mocksource(crafted_dataset) as base_url:
         page = get(f"{base_url}/api/customers", params={"limit": 25}).text
-        detail = get(f"{base_url}/api/customers/{make_records(1, start=2)[0]['customer_id']}").text
+        detail = get(f"{base_url}/api/customers/{record(2)['customer_id']}").text
 
-    # make_records(...)[2] has a balance of 246.90: the trailing zero must survive.
+    # records(...)[2] has a balance of 246.90: the trailing zero must survive.
     assert '"account_balance":246.90,' in page
     assert '"account_balance":246.90,' in detail
 

@@ -2,7 +2,7 @@ import pytest
 
 from mocksource.dataset import write_dataset
 from mocksource.store import DatasetError, Store
-from tests.upstream import make_records
+from tests.records import records
 
 
 def test_missing_dataset_names_the_command_that_creates_it(tmp_path):
@@ -11,7 +11,7 @@ def test_missing_dataset_names_the_command_that_creates_it(tmp_path):
 
 
 def test_index_that_does_not_match_the_data_file_is_refused(tmp_path):
-    write_dataset(make_records(3), tmp_path / "customers.jsonl")
+    write_dataset(records(3), tmp_path / "customers.jsonl")
     with (tmp_path / "customers.jsonl").open("ab") as data_file:
         data_file.write(b'{"customer_id":"appended"}\n')
 

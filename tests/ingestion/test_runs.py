@@ -1,0 +1,424 @@
+"""ingestion/runs.py: the life of an IngestRun row, from queued to finished, requeued or abandoned."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from customers.models import Customer
+from ingestion import runs
+from ingestion.models import IngestRun, RunStatus
+from tests.customers.factories import create_customer
+from tests.ingestion.fakes import FakeUpstream
+from tests.ingestion.workers import wait_until
+from tests.records import records
+
+pytestmark = pytest.mark.django_db
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def run_in(status: str, **fields) -> IngestRun:
+    """A run already in `status` (finished ones may be many; queued or running, at most one)."""
+    return IngestRun.objects.create(
+        status=status, trigger="command", source_url="http://upstream.test", page_size=100, **fields
+    )
+
+
+def reloaded(run: IngestRun) -> IngestRun:
+    return IngestRun.objects.get(pk=run.pk)
+
+
+# --- create_run ------------------------------------------------------------------------
+
+
+def test_create_run_queues_a_run_with_what_it_was_given():
+    run = runs.create_run(trigger="api", source_url="http://upstream.test/v1", page_size=25, dry_run=True)
+
+    assert (run.status, run.trigger, run.source_url, run.page_size, run.dry_run) == (
+        "queued", "api", "http://upstream.test/v1", 25, True,
+    )  # fmt: skip
+    assert (run.started_at, run.finished_at, run.heartbeat_at) == (None, None, None)
+
+
+def test_page_size_and_source_url_default_to_the_settings(settings):
+    settings.INGESTION_PAGE_SIZE = 40
+    settings.INGESTION_SOURCE_URL = "http://upstream.test/customers"
+
+    run = runs.create_run(trigger="command")
+
+    assert (run.page_size, run.source_url) == (40, "http://upstream.test/customers")
+
+
+@pytest.mark.parametrize("page_size", [1, 100])
+def test_page_sizes_from_1_to_100_are_accepted(page_size):
+    assert runs.create_run(trigger="command", page_size=page_size).page_size == page_size
+
+
+@pytest.mark.parametrize("page_size", [0, -1, 101])
+def test_page_size_outside_1_to_100_is_refused_and_named(page_size):
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.create_run(trigger="command", page_size=page_size)
+    assert str(refused.value) == f"Page size must be between 1 and 100, not {page_size}."
+    assert not IngestRun.objects.exists()
+
+
+def test_a_refused_source_url_refuses_the_run_with_the_reason():
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.create_run(trigger="command", source_url="http://elsewhere.test")
+    assert str(refused.value).startswith("Host 'elsewhere.test' is not an allowed upstream")
+    assert not isinstance(refused.value, runs.RunAlreadyActive)
+    assert not IngestRun.objects.exists()
+
+
+def test_a_second_run_is_refused_while_one_is_active():
+    active = runs.create_run(trigger="api")
+    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
+        runs.create_run(trigger="command")
+    assert refused.value.active == active
+    assert IngestRun.objects.count() == 1
+
+
+def test_a_second_run_is_refused_while_one_is_running_and_names_it():
+    active = runs.mark_running(runs.create_run(trigger="api").pk)
+
+    with pytest.raises(runs.RunAlreadyActive) as refused:
+        runs.create_run(trigger="command")
+
+    assert str(refused.value) == f"An ingestion is already in progress: run {active.pk} is running."
+    assert refused.value.active == active
+
+
+def test_finished_runs_do_not_block_a_new_one():
+    for status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ABANDONED):
+        run_in(status)
+
+    assert runs.create_run(trigger="command").status == "queued"
+
+
+# --- mark_running ----------------------------------------------------------------------
+
+
+def test_mark_running_moves_a_queued_run_and_stamps_start_and_heartbeat():
+    run = runs.create_run(trigger="command")
+    IngestRun.objects.filter(pk=run.pk).update(error="left from an earlier attempt")
+
+    running = runs.mark_running(run.pk)
+
+    assert running.status == "running"
+    assert running.started_at is not None
+    assert running.heartbeat_at == running.started_at
+    assert running.error == ""
+
+
+@pytest.mark.parametrize("status", ["running", "succeeded", "failed", "abandoned"])
+def test_mark_running_refuses_a_run_that_is_not_queued_and_leaves_it_as_it_was(status):
+    run = run_in(status, heartbeat_at=LONG_AGO, error="kept")
+
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.mark_running(run.pk)
+    assert str(refused.value) == f"Run {run.pk} is not queued, so it cannot start."
+
+    after = reloaded(run)
+    assert (after.status, after.heartbeat_at, after.error, after.started_at) == (status, LONG_AGO, "kept", None)
+
+
+def test_mark_running_refuses_an_unknown_run():
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.mark_running(999999)
+    assert str(refused.value) == "Run 999999 is not queued, so it cannot start."
+
+
+def test_a_resumed_run_keeps_its_first_start_time():
+    run = runs.create_run(trigger="command")
+    runs.mark_running(run.pk)
+    IngestRun.objects.filter(pk=run.pk).update(started_at=LONG_AGO)
+    runs.mark_finished(run.pk, RunStatus.FAILED, "upstream gone")
+    runs.requeue(run.pk)
+
+    resumed = runs.mark_running(run.pk)
+
+    assert resumed.started_at == LONG_AGO
+    assert resumed.heartbeat_at > LONG_AGO
+    assert resumed.error == ""
+
+
+# --- mark_finished ---------------------------------------------------------------------
+
+
+def test_mark_finished_records_status_error_and_finish_time():
+    run = runs.mark_running(runs.create_run(trigger="command").pk)
+
+    finished = runs.mark_finished(run.pk, RunStatus.FAILED, "Page 3: gave up")
+
+    assert (finished.status, finished.error) == ("failed", "Page 3: gave up")
+    assert finished.finished_at is not None
+    assert reloaded(run).status == "failed"
+
+
+def test_mark_finished_without_an_error_leaves_it_empty():
+    run = runs.mark_running(runs.create_run(trigger="command").pk)
+
+    assert runs.mark_finished(run.pk, RunStatus.SUCCEEDED).error == ""
+
+
+def test_mark_finished_keeps_the_first_10000_characters_of_the_error():
+    run = runs.mark_running(runs.create_run(trigger="command").pk)
+
+    finished = runs.mark_finished(run.pk, RunStatus.FAILED, "x" * 10_000 + "cut")
+
+    assert finished.error == "x" * 10_000
+
+
+# --- requeue ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "abandoned"])
+def test_requeue_queues_a_failed_or_abandoned_run_again(status):
+    run = run_in(status, finished_at=timezone.now(), last_committed_page=4, fetched=400)
+
+    queued = runs.requeue(run.pk)
+
+    assert (queued.status, queued.finished_at) == ("queued", None)
+    assert (queued.last_committed_page, queued.fetched) == (4, 400)  # it continues from there
+
+
+def test_only_failed_or_abandoned_runs_resume(ingest):
+    run = ingest(FakeUpstream(records(3)))
+    with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
+        runs.requeue(run.pk)
+    with pytest.raises(runs.RunRefused, match="does not exist"):
+        runs.requeue(999999)
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "succeeded"])
+def test_requeue_refuses_other_statuses_naming_the_status(status):
+    run = run_in(status)
+
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.requeue(run.pk)
+
+    assert str(refused.value) == f"Run {run.pk} is {status}; only failed or abandoned runs can be resumed."
+    assert not isinstance(refused.value, runs.RunAlreadyActive)
+    assert reloaded(run).status == status
+
+
+def test_requeue_is_refused_while_another_run_is_active():
+    failed = run_in(RunStatus.FAILED, finished_at=timezone.now())
+    active = runs.create_run(trigger="api")
+
+    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
+        runs.requeue(failed.pk)
+
+    assert refused.value.active == active
+    assert reloaded(failed).status == "failed"
+
+
+# --- abandon_stale_runs ----------------------------------------------------------------
+
+
+def test_runs_without_heartbeat_are_marked_abandoned():
+    run = runs.create_run(trigger="api")
+    runs.mark_running(run.pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    fresh_cutoff = timedelta(minutes=5)
+    assert runs.abandon_stale_runs(stale_after=fresh_cutoff) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "abandoned"
+    assert "No heartbeat" in run.error
+    assert runs.requeue(run.pk).status == "queued"
+
+
+def test_an_abandoned_run_says_how_long_it_was_silent_and_is_finished():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+
+    runs.abandon_stale_runs(stale_after=timedelta(minutes=5))
+
+    abandoned = reloaded(run)
+    assert abandoned.error == "No heartbeat for 300 s: the process running it stopped."
+    assert abandoned.finished_at is not None
+
+
+def test_a_running_run_with_a_recent_heartbeat_is_left_running():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=4))
+
+    assert runs.abandon_stale_runs(stale_after=timedelta(minutes=5)) == []
+    assert reloaded(run).status == "running"
+
+
+@pytest.mark.parametrize("status", ["queued", "succeeded", "failed"])
+def test_only_running_runs_are_abandoned(status):
+    run = run_in(status, heartbeat_at=LONG_AGO, error="")
+
+    assert runs.abandon_stale_runs(stale_after=timedelta(minutes=5)) == []
+    assert (reloaded(run).status, reloaded(run).error) == (status, "")
+
+
+def test_the_stale_cutoff_defaults_to_the_setting(settings):
+    settings.INGESTION_ABANDON_AFTER_SECONDS = 60
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=30))
+    assert runs.abandon_stale_runs() == []
+
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=90))
+
+    assert runs.abandon_stale_runs() == [run.pk]
+    assert reloaded(run).error == "No heartbeat for 60 s: the process running it stopped."
+
+
+# --- wait_for_run ----------------------------------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the code under test sleeps."""
+
+    def __init__(self, on_sleep=None):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert len(self.sleeps) < 1000, "still waiting after 1000 sleeps"
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.sleeps))
+
+
+def test_wait_for_run_returns_a_finished_run_without_sleeping():
+    run = run_in(RunStatus.SUCCEEDED)
+    clock = FakeClock()
+
+    assert runs.wait_for_run(run.pk, timeout=10, sleep=clock.sleep, clock=clock).status == "succeeded"
+    assert clock.sleeps == []
+
+
+def test_wait_for_run_polls_until_the_run_finishes():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+
+    def finish_on_third_sleep(count):
+        if count == 3:
+            runs.mark_finished(run.pk, RunStatus.SUCCEEDED)
+
+    clock = FakeClock(on_sleep=finish_on_third_sleep)
+
+    waited = runs.wait_for_run(run.pk, timeout=10, poll=0.5, sleep=clock.sleep, clock=clock)
+
+    assert waited.status == "succeeded"
+    assert clock.sleeps == [0.5, 0.5, 0.5]
+
+
+def test_wait_for_run_gives_up_at_the_timeout_and_returns_the_run_as_it_is():
+    run = runs.create_run(trigger="api")
+    clock = FakeClock()
+
+    waited = runs.wait_for_run(run.pk, timeout=1.0, poll=0.4, sleep=clock.sleep, clock=clock)
+
+    assert waited.status == "queued"
+    # The last sleep ends at the deadline, not a whole poll past it.
+    assert clock.sleeps == pytest.approx([0.4, 0.4, 0.2])
+
+
+# --- heartbeat -------------------------------------------------------------------------
+
+
+def _heartbeat_at(run: IngestRun):
+    return IngestRun.objects.values_list("heartbeat_at", flat=True).get(pk=run.pk)
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+def test_heartbeat_touches_a_running_run_until_the_block_ends(settings):
+    settings.INGESTION_HEARTBEAT_SECONDS = 0.01
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
+
+    with runs.heartbeat(run.pk) as beat:
+        assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
+
+    assert not beat.thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeat_does_not_touch_a_run_that_is_no_longer_running(settings):
+    settings.INGESTION_HEARTBEAT_SECONDS = 0.01
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
+
+    with runs.heartbeat(run.pk):
+        assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
+        IngestRun.objects.filter(pk=run.pk).update(status=RunStatus.ABANDONED, heartbeat_at=LONG_AGO)
+        # Twenty intervals: time for the thread to have tried again many times.
+        wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=0.2)
+
+    assert _heartbeat_at(run) == LONG_AGO
+
+
+# --- record_crash ----------------------------------------------------------------------
+
+
+def _integrity_error_quoting_an_email() -> IntegrityError:
+    """A real unique violation: PostgreSQL's message has a DETAIL line that quotes the email."""
+    create_customer(email="ada@example.com")
+    try:
+        create_customer(email="ADA@example.com")
+    except IntegrityError as exc:
+        return exc
+    raise AssertionError("the second customer was inserted")
+
+
+@pytest.mark.django_db(transaction=True)  # record_crash records nothing inside an atomic block
+def test_record_crash_fails_the_run_with_the_first_line_of_the_error_only():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    error = _integrity_error_quoting_an_email()
+    assert "DETAIL" in str(error) and "ada@example.com" in str(error).lower()
+
+    runs.record_crash(run.pk, error)
+
+    crashed = reloaded(run)
+    assert crashed.status == "failed"
+    assert crashed.error == f"IntegrityError: {str(error).splitlines()[0]}"
+    assert "\n" not in crashed.error and "ada@example.com" not in crashed.error.lower()
+    assert crashed.finished_at is not None
+    assert Customer.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_crash_names_the_exception_when_it_has_no_message():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+
+    runs.record_crash(run.pk, KeyboardInterrupt())
+
+    assert (reloaded(run).status, reloaded(run).error) == ("failed", "KeyboardInterrupt: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_crash_inside_an_atomic_block_records_nothing_and_leaves_the_callers_transaction_alone():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+
+    with transaction.atomic():
+        IngestRun.objects.filter(pk=run.pk).update(error="the caller's own write")
+        runs.record_crash(run.pk, RuntimeError("the caller's transaction owns this"))
+        assert reloaded(run).error == "the caller's own write"  # its connection still works
+
+    after = reloaded(run)
+    assert (after.status, after.error, after.finished_at) == ("running", "the caller's own write", None)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("health_checks", [True, False], ids=["health-checks", "no-health-checks"])
+def test_record_crash_records_on_a_fresh_connection_when_the_old_one_broke(monkeypatch, health_checks):
+    # With CONN_HEALTH_CHECKS (the project's setting) Django would reconnect anyway; record_crash does not rely on it.
+    monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", health_checks)
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    connection.ensure_connection()
+    connection.connection.close()  # the server went away under the run
+
+    runs.record_crash(run.pk, RuntimeError("connection lost"))
+
+    assert (reloaded(run).status, reloaded(run).error) == ("failed", "RuntimeError: connection lost")
