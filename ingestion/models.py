@@ -34,7 +34,6 @@ class FailureReason(models.TextChoices):
     DUPLICATE_ID = "duplicate_id"
 
 
-
 class IngestRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)

@@ -113,7 +113,7 @@ def test_worker_killed_mid_run_is_noticed_then_resumed_to_the_same_end_state(tmp
         runs.requeue(run.pk)
         resumed = pipeline.execute_run(run.pk)
     assert resumed.status == "succeeded"
-    assert {name: getattr(resumed, name) for name in IngestRun.COUNTERS} == {
+    assert resumed.counters() == {
         "fetched": 401, "inserted": 399, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
     }  # fmt: skip
     assert Customer.objects.count() == 399
