@@ -1,6 +1,7 @@
 """Every refused record becomes an `IngestFailure` row, never only a log line."""
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -8,6 +9,8 @@ from typing import Any
 from ingestion.classification import STAGED
 from ingestion.models import IngestFailure
 from ingestion.validation import Rejection
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +40,17 @@ def record_rejections(run_id: int, rejected: Iterable[RejectedRecord]) -> int:
 
 
 def _storable(raw: Any) -> Any:
-    # jsonb cannot hold NUL characters; keep the record readable and say what was replaced.
+    # jsonb holds neither NUL nor lone UTF-16 surrogates: each becomes the text of its JSON
+    # escape ("\u0000", "\ud800"), so the record stays readable and says what was there.
     if isinstance(raw, str):
-        return raw.replace("\x00", "\\u0000")
+        return _UNSTORABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", raw)
     if isinstance(raw, dict):
         return {_storable(key): _storable(value) for key, value in raw.items()}
     if isinstance(raw, list):
         return [_storable(value) for value in raw]
     if hasattr(raw, "as_tuple"):  # Decimal from the exact JSON parse
-        return float(raw) if raw.is_finite() else str(raw)
+        # Past a double's range (1e400) a float would be an infinity jsonb refuses: keep the digits.
+        return float(raw) if raw.is_finite() and math.isfinite(float(raw)) else str(raw)
     if isinstance(raw, float) and not math.isfinite(raw):
         return str(raw)  # JSON has no Infinity or NaN
     return raw

@@ -11,6 +11,7 @@ import enum
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ import requests
 import urllib3
 
 logger = logging.getLogger(__name__)
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 class UpstreamError(Exception):
@@ -167,6 +170,8 @@ class UpstreamClient:
             envelope = json.loads(body, parse_float=Decimal)
         except ValueError:
             raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
+        except RecursionError:  # valid JSON nested deeper than the parser goes: no page of ours looks like that
+            raise _Retryable(RetryReason.MALFORMED, "response body nested too deeply") from None
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
             raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
@@ -257,7 +262,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], datetime] = lambda
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²" and "٣", which float() then refuses.
+    if _ASCII_DIGITS.fullmatch(value):
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)

@@ -21,8 +21,10 @@ from ingestion.source import Page
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DECIMAL_TEXT = re.compile(r"-?\d{1,13}(\.\d{1,2})?")
 # C0 and C1 control characters (NUL included). Addresses may keep line breaks and tabs.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Lone UTF-16 surrogates (valid in JSON as "\ud800") cannot be encoded as UTF-8, so
+# PostgreSQL cannot store them: refused like control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_BALANCE = Decimal("10000000000000")  # numeric(15, 2) holds 13 digits before the point
 _email_validator = EmailValidator()
 # Nearly every address is a plain dot-atom at an ASCII domain. This pattern accepts only
@@ -105,7 +107,9 @@ def _text(value: Any, *, max_length: int, multiline: bool = False) -> str:
     if len(value) > max_length:
         raise _FieldError(FailureReason.TOO_LONG, f"At most {max_length} characters (got {len(value)}).")
     if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
-        raise _FieldError(FailureReason.INVALID_CHARACTERS, "Contains NUL bytes or control characters.")
+        raise _FieldError(
+            FailureReason.INVALID_CHARACTERS, "Contains NUL bytes, control characters or unpaired surrogates."
+        )
     return value
 
 

@@ -1,5 +1,6 @@
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -233,3 +234,31 @@ def test_total_shrinking_while_paging_stops_at_the_new_end(ingest):
     run = ingest(fake, page_size=10)
     assert run.status == "succeeded"
     assert run.pages_expected == 2
+
+
+def test_lone_surrogate_in_a_kept_field_is_rejected_and_the_run_goes_on(ingest):
+    source = records(3)
+    source[1]["first_name"] = "Bad\ud800"
+
+    run = ingest(FakeUpstream(source))
+
+    assert run.status == "succeeded"
+    assert (run.fetched, run.inserted, run.invalid) == (3, 2, 1)
+    failure = IngestFailure.objects.get(run=run)
+    assert failure.reason == "invalid_characters"
+    # jsonb cannot hold a lone surrogate: it is kept as the JSON escape, readable and lossless.
+    assert failure.raw["first_name"] == "Bad\\ud800"
+
+
+def test_rejected_record_with_unstorable_text_and_a_huge_number_is_stored(ingest):
+    source = records(3)
+    source[1] |= {"email": "not-an-email", "note\udfff": "x\ud83d", "score": Decimal("1e400")}
+
+    run = ingest(FakeUpstream(source))
+
+    assert run.status == "succeeded"
+    assert (run.inserted, run.invalid) == (2, 1)
+    raw = IngestFailure.objects.get(run=run).raw
+    assert raw["note\\udfff"] == "x\\ud83d"
+    # Past a double's range: kept as its exact digits, not as an infinity jsonb cannot hold.
+    assert raw["score"] == "1E+400"

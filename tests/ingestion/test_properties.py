@@ -15,11 +15,24 @@ from ingestion.validation import _CONTROL, Rejection, ValidRecord, validate_reco
 from tests.ingestion.fakes import FakeUpstream
 from tests.records import record
 
-# Odd text: every plane of Unicode, NUL and other control characters, very long strings.
-odd_text = st.text(st.characters(codec="utf-8"), max_size=300)
+# Odd text: every plane of Unicode, NUL and other control characters, unpaired UTF-16
+# surrogates (valid JSON as "\ud800", unstorable in PostgreSQL), very long strings.
+odd_text = st.text(
+    st.one_of(
+        st.characters(codec="utf-8"), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])
+    ),
+    max_size=300,
+)
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), odd_text)
+# Exact numbers from far past a double's range to far below its precision (1e400, 1e-400).
+huge_and_tiny = st.builds(
+    lambda digits, exponent: Decimal(f"{digits}e{exponent}"), st.integers(), st.integers(-500, 500)
+)
 field_values = st.one_of(
-    json_scalars, st.lists(json_scalars, max_size=3), st.dictionaries(odd_text, json_scalars, max_size=2)
+    json_scalars,
+    huge_and_tiny,
+    st.lists(json_scalars, max_size=3),
+    st.dictionaries(odd_text, json_scalars, max_size=2),
 )
 FIELDS = list(record(0))
 
@@ -45,6 +58,7 @@ def test_validation_never_raises_and_accepts_only_storable_values(raw):
     if isinstance(result, ValidRecord):
         for text in (result.first_name, result.last_name, result.email, result.phone or "", result.address or ""):
             assert "\x00" not in text
+            text.encode("utf-8")  # no unpaired surrogate: PostgreSQL could not store it
         assert len(result.first_name) <= 100 and len(result.email) <= 255 and len(result.phone or "") <= 20
         assert result.account_balance is None or result.account_balance == result.account_balance.quantize(
             Decimal("0.01")

@@ -76,6 +76,32 @@ def test_parse_retry_after_http_date():
     assert parse_retry_after(None) is None
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b2", "\uff11\uff12"])
+def test_retry_after_with_non_ascii_digits_is_ignored_not_a_crash(value):
+    assert parse_retry_after(value) is None
+
+
+def test_429_with_a_unicode_digit_retry_after_backs_off_normally():
+    fake = FakeUpstream(records(5), script={1: [Reply(429, headers={"Retry-After": "\u00b2"})]})
+    clock = Clock()
+
+    page = make_client(fake, clock).fetch_page(1)
+
+    assert len(page.records) == 5
+    assert len(clock.sleeps) == 1
+
+
+def test_body_nested_past_any_sane_depth_is_a_retried_malformed_page():
+    deep = b'{"data": [' + b"[" * 100_000 + b"]" * 100_000 + b'], "total": 1, "page": 1, "limit": 10}'
+    fake = FakeUpstream(records(5), script={1: [Reply(200, deep)]})
+    retried = []
+
+    page = make_client(fake, Clock(), retried).fetch_page(1)
+
+    assert retried == ["malformed"]
+    assert len(page.records) == 5
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_other_client_errors_fail_at_once(status):
     fake = FakeUpstream(records(5), script={1: [Reply(status)]})

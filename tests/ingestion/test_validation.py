@@ -112,3 +112,12 @@ def test_balance_accepts_numbers_and_numeric_text(value):
 def test_created_at_with_offset_is_normalised_to_utc():
     result = validate_record(record(1, created_at="2024-01-10T19:07:01+02:00"))
     assert result.created_at.isoformat() == "2024-01-10T17:07:01+00:00"
+
+
+@pytest.mark.parametrize("field", ["first_name", "last_name", "email", "phone", "address"])
+def test_lone_surrogate_in_any_text_field_is_invalid_characters(field):
+    result = validate_record(record(1, **{field: "a\udc80b@example.com" if field == "email" else "a\udc80b"}))
+
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_characters"
+    assert result.errors == {field: ["Contains NUL bytes, control characters or unpaired surrogates."]}
