@@ -252,8 +252,14 @@ def envelope_problem(envelope: Any, page: int, limit: int) -> str | None:
         return "`total` missing or not a non-negative integer"
     if envelope.get("page") != page or envelope.get("limit") != limit:
         return f"asked for page {page} limit {limit}, got page {envelope.get('page')!r} limit {envelope.get('limit')!r}"
-    if len(envelope["data"]) > limit:
-        return f"{len(envelope['data'])} records on a page of {limit}"
+    count = len(envelope["data"])
+    if count > limit:
+        return f"{count} records on a page of {limit}"
+    # A page holds exactly what its own total announces: an empty or short page inside the
+    # walk would otherwise end the walk early, or skip records, and still look complete.
+    expected = max(0, min(limit, total - (page - 1) * limit))
+    if count != expected:
+        return f"{count} records on page {page}, where total {total} announces {expected}"
     return None
 
 

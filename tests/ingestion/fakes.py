@@ -52,7 +52,7 @@ class FakeUpstream(BaseAdapter):
             return self._response(request, reply.status, reply.body, reply.headers)
         start = (page - 1) * limit
         total = len(self.records) if self.total is None else self.total(page)
-        body = _envelope(self.records[start : start + limit], total=total, page=page, limit=limit)
+        body = envelope(self.records[start : start + limit], total=total, page=page, limit=limit)
         return self._response(request, 200, body, {"Content-Type": "application/json"})
 
     def _response(self, request, status, body, headers):
@@ -69,7 +69,7 @@ class FakeUpstream(BaseAdapter):
         pass
 
 
-def _envelope(data: list, *, total, page: int, limit: int) -> bytes:
+def envelope(data: list, *, total, page: int, limit: int) -> bytes:
     """The page as JSON; a Decimal balance is a number with its own digits, as mocksource writes it."""
     rows = b",".join(encode_record(row) if isinstance(row, dict) else json.dumps(row).encode() for row in data)
     return b'{"data":[%b],"total":%b,"page":%d,"limit":%d}' % (rows, json.dumps(total).encode(), page, limit)

@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 
 from customers.models import Customer
-from ingestion import runs
+from ingestion import pipeline, runs
 from ingestion.models import IngestFailure
-from tests.ingestion.fakes import FakeUpstream, Reply
+from tests.ingestion.fakes import FakeUpstream, Reply, envelope
 from tests.records import record, records
 
 pytestmark = pytest.mark.django_db
@@ -262,3 +262,42 @@ def test_rejected_record_with_unstorable_text_and_a_huge_number_is_stored(ingest
     assert raw["note\\udfff"] == "x\\ud83d"
     # Past a double's range: kept as its exact digits, not as an infinity jsonb cannot hold.
     assert raw["score"] == "1E+400"
+
+
+def _page(records_on_page: list, *, total: int, page: int, limit: int) -> Reply:
+    body = envelope(records_on_page, total=total, page=page, limit=limit)
+    return Reply(200, body, {"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("kept", [0, 10], ids=["empty", "short"])
+def test_a_page_missing_records_its_total_announces_is_retried_then_the_page_loads(ingest, kept):
+    source = records(250)
+    # Page 2 first comes back with `kept` of its 100 records, the total unchanged.
+    fake = FakeUpstream(source, script={2: [_page(source[100 : 100 + kept], total=250, page=2, limit=100)]})
+
+    run = ingest(fake)
+
+    assert run.status == "succeeded"
+    assert (run.fetched, run.inserted) == (250, 250)
+    assert run.retries_by_reason == {"malformed": 1}
+
+
+@pytest.mark.parametrize("kept", [0, 10], ids=["empty", "short"])
+def test_a_page_that_stays_short_fails_the_run_keeping_what_it_committed(ingest, settings, kept):
+    settings.INGESTION_MAX_RETRIES = 2
+    settings.INGESTION_BACKOFF_SECONDS = 0.0
+    settings.INGESTION_BATCH_SIZE = 100
+    source = records(250)
+    short = _page(source[100 : 100 + kept], total=250, page=2, limit=100)
+    fake = FakeUpstream(source, script={2: [short, short, short]})
+
+    run = ingest(fake)
+
+    assert run.status == "failed"
+    assert "records" in run.error and "page 2" in run.error.lower()
+    assert (run.fetched, run.inserted, run.last_committed_page) == (100, 100, 1)
+    assert Customer.objects.count() == 100
+
+    runs.requeue(run.pk)
+    resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+    assert (resumed.status, resumed.fetched, resumed.inserted) == ("succeeded", 250, 250)

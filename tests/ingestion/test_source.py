@@ -183,6 +183,21 @@ def test_envelope_problem_accepts_the_contract():
     assert "records on a page" in envelope_problem({"data": [1, 2, 3], "total": 3, "page": 1, "limit": 2}, 1, 2)
 
 
+def test_envelope_problem_wants_exactly_the_records_its_total_announces():
+    assert envelope_problem({"data": [1, 2], "total": 3, "page": 1, "limit": 2}, 1, 2) is None
+    assert envelope_problem({"data": [3], "total": 3, "page": 2, "limit": 2}, 2, 2) is None
+    assert envelope_problem({"data": [], "total": 3, "page": 5, "limit": 2}, 5, 2) is None  # past the end
+    assert envelope_problem({"data": [1], "total": 3, "page": 1, "limit": 2}, 1, 2) == (
+        "1 records on page 1, where total 3 announces 2"
+    )
+    assert envelope_problem({"data": [], "total": 3, "page": 2, "limit": 2}, 2, 2) == (
+        "0 records on page 2, where total 3 announces 1"
+    )
+    assert envelope_problem({"data": [3, 4], "total": 3, "page": 2, "limit": 2}, 2, 2) == (
+        "2 records on page 2, where total 3 announces 1"
+    )
+
+
 def test_own_session_reads_proxies_and_netrc_from_the_environment_once(monkeypatch, tmp_path):
     netrc = tmp_path / "netrc"
     netrc.write_text("machine upstream.test login feed password s3cret\n")
