@@ -20,7 +20,8 @@ from django.utils import timezone
 from customers import merge
 from ingestion.classification import classify_batch
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
-from ingestion.models import IngestRun, StagedCustomer
+from ingestion.models import IngestRun, RunStatus, StagedCustomer
+from ingestion.runs import RunFenced
 from ingestion.source import Page, last_page
 from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import Rejection, ValidatedPage
@@ -85,9 +86,12 @@ def commit_batch(
         if batch.pages:
             changes |= {"last_committed_page": batch.last_page, **batch.expectations()}
         new_retries, retries_by_reason = retries
-        IngestRun.objects.filter(pk=run.pk).update(
+        # Only while this execution owns the run; otherwise the whole batch rolls back.
+        owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
             **changes, retries=F("retries") + new_retries, retries_by_reason=retries_by_reason, heartbeat_at=now
         )
+        if not owned:
+            raise RunFenced(f"Run {run.pk} is no longer running under attempt {run.attempt}; batch not committed.")
     run.refresh_from_db()
     if batch.size:
         logger.info(

@@ -73,6 +73,9 @@ class IngestRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Which execution owns the run: each start adds one, and every commit, heartbeat and
+    # finish of an execution applies only while the run is still running under its attempt.
+    attempt = models.PositiveIntegerField(default=0, editable=False)
     error = models.TextField(blank=True, default="")
 
     objects = IngestRunQuerySet.as_manager()

@@ -64,12 +64,23 @@ def execute_run(
     `progress(run)` is called after each batch commit; `on_step(name, seconds)` is told
     how long each step of each commit took (bench/ uses it).
     """
-    run = runs.mark_running(run_id)
+    with runs.execution_lock(run_id):
+        run = runs.mark_running(run_id)
+        try:
+            return _execute(run, progress=progress, session=session, on_step=on_step)
+        except runs.RunFenced:
+            # Abandoned and taken over while this process was stalled: the run is not ours to finish.
+            logger.warning("run taken over elsewhere; this execution stops", extra={"run_id": run_id})
+            return IngestRun.objects.get(pk=run_id)
+
+
+def _execute(run: IngestRun, *, progress, session, on_step) -> IngestRun:
+    run_id, attempt = run.pk, run.attempt
     try:
         # Checked again at execution: settings or DNS may have changed since the run was queued.
         check_source_url(run.source_url)
     except SourceURLRefused as exc:
-        return runs.mark_finished(run_id, RunStatus.FAILED, str(exc))
+        return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
     retries = _RetryCounter(run.retries_by_reason)
     client = UpstreamClient(
         run.source_url,
@@ -79,26 +90,29 @@ def execute_run(
         on_retry=retries.add,
     )
     batch = Batch(first_position=run.fetched + 1)
-    logger.info("run started", extra={"run_id": run.pk, "page": run.last_committed_page + 1})
+    logger.info("run started", extra={"run_id": run_id, "page": run.last_committed_page + 1})
     try:
-        with runs.heartbeat(run.pk):
-            for page in fetch_pages(client, first=run.last_committed_page + 1, prepare=validate_page):
-                batch.add(page)
-                if batch.size >= settings.INGESTION_BATCH_SIZE:
-                    run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-                    batch = Batch(first_position=run.fetched + 1)
-                    if progress:
-                        progress(run)
+        with runs.heartbeat(run_id, attempt):
+            try:
+                for page in fetch_pages(client, first=run.last_committed_page + 1, prepare=validate_page):
+                    batch.add(page)
+                    if batch.size >= settings.INGESTION_BATCH_SIZE:
+                        run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
+                        batch = Batch(first_position=run.fetched + 1)
+                        if progress:
+                            progress(run)
+            except UpstreamError as exc:
+                # The pages fetched before the failure are complete: keep them, then fail.
+                commit_batch(run, batch, retries=retries.take(), on_step=on_step)
+                logger.error("run failed", extra={"run_id": run_id, "page": batch.last_page, "reason": "upstream"})
+                return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
             run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-    except UpstreamError as exc:
-        # The pages fetched before the failure are complete: keep them, then fail.
-        commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-        logger.error("run failed", extra={"run_id": run_id, "page": batch.last_page, "reason": "upstream"})
-        return runs.mark_finished(run_id, RunStatus.FAILED, str(exc))
-    except BaseException as exc:
-        runs.record_crash(run_id, exc)
+    except runs.RunFenced:
         raise
-    return runs.mark_finished(run_id, RunStatus.SUCCEEDED)
+    except BaseException as exc:
+        runs.record_crash(run_id, exc, attempt=attempt)
+        raise
+    return runs.mark_finished(run_id, RunStatus.SUCCEEDED, attempt=attempt)
 
 
 def client_settings(page_size: int) -> ClientSettings:

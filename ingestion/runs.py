@@ -1,18 +1,27 @@
 """The life of an `IngestRun` row: create, mark running, keep alive, finish, requeue, abandon.
 
 Status changes are single conditional UPDATEs, so two processes can never both move
-the same run (for example two workers picking up one resumed run). While a run
-executes, a heartbeat thread touches it; a run whose heartbeat stops (its process was
-killed) is marked abandoned by `abandon_stale_runs`, so nothing stays "running" forever.
+the same run (for example two workers picking up one resumed run). Each start of a run
+is a new `attempt`; the execution's batch commits, heartbeats and finish apply only while
+the run is still running under that attempt, so an execution that lost its run (it was
+abandoned and resumed elsewhere) stops at its next commit and never changes its status.
+
+While a run executes, its process holds the run's execution lock (a session advisory
+lock, released by PostgreSQL the moment the process or its connection dies) and a
+heartbeat thread touches the run. `abandon_stale_runs` abandons a run only when both its
+heartbeat is stale and nobody holds that lock, so a live run is never abandoned.
 """
 
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from ingestion.models import ACTIVE_STATUSES, IngestRun, RunStatus
@@ -23,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 class RunRefused(Exception):
     """A run cannot be created, started or resumed; the message says why."""
+
+
+class RunFenced(Exception):
+    """This execution no longer owns its run: it was abandoned, and perhaps resumed, elsewhere."""
+
+
+# Two-key advisory locks (this class, the run id): a key space apart from customers' write lock.
+EXECUTION_LOCK_CLASS = 7_402
 
 
 class RunAlreadyActive(RunRefused):
@@ -62,7 +79,7 @@ def mark_running(run_id: int) -> IngestRun:
     """Move a queued run to running; refuse anything else."""
     now = timezone.now()
     moved = IngestRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, heartbeat_at=now, error=""
+        status=RunStatus.RUNNING, heartbeat_at=now, error="", attempt=F("attempt") + 1
     )
     if not moved:
         raise RunRefused(f"Run {run_id} is not queued, so it cannot start.")
@@ -70,12 +87,41 @@ def mark_running(run_id: int) -> IngestRun:
     return IngestRun.objects.get(pk=run_id)
 
 
-def mark_finished(run_id: int, status: str, error: str = "") -> IngestRun:
-    """Record the run's final status (and error); return it."""
-    IngestRun.objects.filter(pk=run_id).update(status=status, error=error[:10000], finished_at=timezone.now())
+def mark_finished(run_id: int, status: str, error: str = "", *, attempt: int | None = None) -> IngestRun:
+    """Record the run's final status (and error); return it.
+
+    With `attempt`, only while the run is still running under that attempt: an execution
+    that lost its run cannot overwrite what happened to it since.
+    """
+    runs = IngestRun.objects.filter(pk=run_id)
+    if attempt is not None:
+        runs = runs.filter(status=RunStatus.RUNNING, attempt=attempt)
+    moved = runs.update(status=status, error=error[:10000], finished_at=timezone.now())
     run = IngestRun.objects.get(pk=run_id)
-    logger.info("run finished", extra={"run_id": run.pk, "status": run.status, **run.counters()})
+    if moved:
+        logger.info("run finished", extra={"run_id": run.pk, "status": run.status, **run.counters()})
+    else:
+        logger.warning("run not finished: it moved on without this execution", extra={"run_id": run.pk})
     return run
+
+
+@contextmanager
+def execution_lock(run_id: int) -> Iterator[None]:
+    """Hold the run's execution lock on this connection for the block; refuse if another process holds it."""
+    if not _try_execution_lock(connection, run_id):
+        raise RunRefused(f"Run {run_id} is being executed by another process.")
+    try:
+        yield
+    finally:
+        # A broken connection has released it already.
+        with suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
+
+
+def _try_execution_lock(on, run_id: int) -> bool:
+    with on.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
+        return cursor.fetchone()[0]
 
 
 def requeue(run_id: int) -> IngestRun:
@@ -96,21 +142,31 @@ def requeue(run_id: int) -> IngestRun:
 
 
 def abandon_stale_runs(*, stale_after: timedelta | None = None) -> list[int]:
-    """Mark running runs whose heartbeat stopped (their worker died) as abandoned."""
+    """Mark running runs whose heartbeat stopped and whose process is gone as abandoned; return their ids."""
     if stale_after is None:
         stale_after = timedelta(seconds=settings.INGESTION_ABANDON_AFTER_SECONDS)
     cutoff = timezone.now() - stale_after
     stale = list(
         IngestRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
     )
+    abandoned = []
     for run_id in stale:
-        IngestRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=RunStatus.ABANDONED,
-            finished_at=timezone.now(),
-            error=f"No heartbeat for {int(stale_after.total_seconds())} s: the process running it stopped.",
-        )
+        # Taking the lock proves no live process executes the run (a paused one still holds it).
+        if not _try_execution_lock(connection, run_id):
+            logger.warning("run heartbeat stale, its process alive: not abandoned", extra={"run_id": run_id})
+            continue
+        try:
+            IngestRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+                status=RunStatus.ABANDONED,
+                finished_at=timezone.now(),
+                error=f"No heartbeat for {int(stale_after.total_seconds())} s: the process running it stopped.",
+            )
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
+        abandoned.append(run_id)
         logger.warning("run abandoned", extra={"run_id": run_id})
-    return stale
+    return abandoned
 
 
 def wait_for_run(
@@ -126,10 +182,15 @@ def wait_for_run(
 
 
 class heartbeat:
-    """While the block runs, touch the run's heartbeat from a side thread every INGESTION_HEARTBEAT_SECONDS."""
+    """While the block runs, touch the run's heartbeat from a side thread every INGESTION_HEARTBEAT_SECONDS.
 
-    def __init__(self, run_id: int):
+    Only while the run is running under `attempt`. A database error is logged and the next
+    beat reconnects: one lost connection must not silence a live run.
+    """
+
+    def __init__(self, run_id: int, attempt: int):
         self.run_id = run_id
+        self.attempt = attempt
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
@@ -144,12 +205,18 @@ class heartbeat:
     def _beat(self) -> None:
         try:
             while not self.stop.wait(settings.INGESTION_HEARTBEAT_SECONDS):
-                IngestRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    IngestRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempt=self.attempt).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as exc:
+                    logger.warning("heartbeat failed", extra={"run_id": self.run_id, "reason": type(exc).__name__})
+                    connection.close()
         finally:
             connection.close()
 
 
-def record_crash(run_id: int, exc: BaseException) -> None:
+def record_crash(run_id: int, exc: BaseException, *, attempt: int | None = None) -> None:
     """Record an unexpected error on the run as `failed`, on a fresh connection if the old one broke."""
     # First line only: database errors add DETAIL lines that quote row values (an email).
     text = str(exc).strip()
@@ -161,6 +228,6 @@ def record_crash(run_id: int, exc: BaseException) -> None:
         close_old_connections()
         if connection.connection is not None and not connection.is_usable():
             connection.close()
-        mark_finished(run_id, RunStatus.FAILED, message)
+        mark_finished(run_id, RunStatus.FAILED, message, attempt=attempt)
     except Exception:
         logger.exception("could not record the failure of run", extra={"run_id": run_id})

@@ -2,14 +2,19 @@
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from customers.models import Customer
-from ingestion import runs
+from ingestion import pipeline, runs
+from ingestion.batches import Batch, commit_batch
 from ingestion.models import IngestRun, RunStatus
+from ingestion.source import Page
+from ingestion.validation import validate_page
 from tests.customers.factories import create_customer
+from tests.database import side_connection_kwargs
 from tests.ingestion.fakes import FakeUpstream
 from tests.ingestion.workers import wait_until
 from tests.records import records
@@ -338,7 +343,7 @@ def test_heartbeat_touches_a_running_run_until_the_block_ends(settings):
     run = runs.mark_running(runs.create_run(trigger="api").pk)
     IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
 
-    with runs.heartbeat(run.pk) as beat:
+    with runs.heartbeat(run.pk, run.attempt) as beat:
         assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
 
     assert not beat.thread.is_alive()
@@ -350,7 +355,7 @@ def test_heartbeat_does_not_touch_a_run_that_is_no_longer_running(settings):
     run = runs.mark_running(runs.create_run(trigger="api").pk)
     IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
 
-    with runs.heartbeat(run.pk):
+    with runs.heartbeat(run.pk, run.attempt):
         assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
         IngestRun.objects.filter(pk=run.pk).update(status=RunStatus.ABANDONED, heartbeat_at=LONG_AGO)
         # Twenty intervals: time for the thread to have tried again many times.
@@ -422,3 +427,108 @@ def test_record_crash_records_on_a_fresh_connection_when_the_old_one_broke(monke
     runs.record_crash(run.pk, RuntimeError("connection lost"))
 
     assert (reloaded(run).status, reloaded(run).error) == ("failed", "RuntimeError: connection lost")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeat_survives_a_lost_connection(settings):
+    settings.INGESTION_HEARTBEAT_SECONDS = 0.01
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
+
+    with runs.heartbeat(run.pk, run.attempt) as beat:
+        assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
+        # Every other session of this database is the heartbeat thread's: cut it off.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchall() == [(True,)]
+        IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
+
+        assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
+        assert beat.thread.is_alive()
+
+
+# --- one execution per run ---------------------------------------------------------------
+
+
+def _taken_over(run: IngestRun) -> IngestRun:
+    """What a sweep and a resume do to a run whose process stalled: the run's next attempt."""
+    IngestRun.objects.filter(pk=run.pk).update(status=RunStatus.ABANDONED)
+    runs.requeue(run.pk)
+    return runs.mark_running(run.pk)
+
+
+def test_each_start_is_a_new_attempt():
+    first = runs.mark_running(runs.create_run(trigger="api").pk)
+
+    assert (first.attempt, _taken_over(first).attempt) == (1, 2)
+
+
+def test_a_stale_execution_cannot_commit_a_batch_after_its_run_was_taken_over():
+    stale = runs.mark_running(runs.create_run(trigger="api", source_url="http://upstream.test").pk)
+    _taken_over(stale)
+    batch = Batch(first_position=1)
+    batch.add(validate_page(Page(1, 100, 3, records(3))))
+
+    with pytest.raises(runs.RunFenced):
+        commit_batch(stale, batch)
+
+    assert Customer.objects.count() == 0
+    current = IngestRun.objects.get(pk=stale.pk)
+    assert (current.status, current.fetched, current.attempt) == (RunStatus.RUNNING, 0, 2)
+
+
+def test_a_stale_execution_cannot_finish_the_run_it_lost():
+    stale = runs.mark_running(runs.create_run(trigger="api").pk)
+    _taken_over(stale)
+
+    finished = runs.mark_finished(stale.pk, RunStatus.SUCCEEDED, attempt=stale.attempt)
+
+    assert (finished.status, finished.finished_at) == (RunStatus.RUNNING, None)
+
+
+def test_a_stale_execution_stops_at_its_next_commit_and_leaves_the_run_to_its_owner(settings):
+    settings.INGESTION_BATCH_SIZE = 100
+    run = runs.create_run(trigger="api", source_url="http://upstream.test")
+
+    def take_over_after_the_first_batch(progress_run):
+        _taken_over(progress_run)
+
+    finished = pipeline.execute_run(
+        run.pk, session=FakeUpstream(records(300)).session(), progress=take_over_after_the_first_batch
+    )
+
+    # The first batch committed under attempt 1; the second found attempt 2 and rolled back.
+    assert (finished.status, finished.attempt, finished.fetched) == (RunStatus.RUNNING, 2, 100)
+    assert Customer.objects.count() == 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_process_holds_its_execution_lock_is_not_abandoned_however_stale():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
+    executor = psycopg.connect(**side_connection_kwargs(), autocommit=True)
+    executor.execute("SELECT pg_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk])
+    try:
+        assert runs.abandon_stale_runs() == []
+        assert IngestRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    finally:
+        executor.close()  # the process dies: PostgreSQL releases its lock
+
+    assert runs.abandon_stale_runs() == [run.pk]
+    assert IngestRun.objects.get(pk=run.pk).status == RunStatus.ABANDONED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_execution_of_a_run_is_refused_while_the_first_holds_it():
+    run = runs.create_run(trigger="api", source_url="http://upstream.test")
+    executor = psycopg.connect(**side_connection_kwargs(), autocommit=True)
+    executor.execute("SELECT pg_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk])
+    try:
+        with pytest.raises(runs.RunRefused, match="being executed by another process"):
+            pipeline.execute_run(run.pk, session=FakeUpstream(records(3)).session())
+        assert IngestRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    finally:
+        executor.close()
