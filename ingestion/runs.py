@@ -61,6 +61,8 @@ def create_run(
         check_source_url(source_url)
     except SourceURLRefused as exc:
         raise RunRefused(str(exc)) from None
+    # Any door notices a dead run, not only a worker's sweep: cron + the command has no worker.
+    abandon_stale_runs()
     try:
         with transaction.atomic():
             return IngestRun.objects.create(
@@ -126,6 +128,7 @@ def _try_execution_lock(on, run_id: int) -> bool:
 
 def requeue(run_id: int) -> IngestRun:
     """Queue a failed or abandoned run again; it continues after its last committed page."""
+    abandon_stale_runs()
     try:
         with transaction.atomic():
             moved = IngestRun.objects.filter(pk=run_id, status__in=[RunStatus.FAILED, RunStatus.ABANDONED]).update(

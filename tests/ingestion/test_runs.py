@@ -532,3 +532,20 @@ def test_a_second_execution_of_a_run_is_refused_while_the_first_holds_it():
         assert IngestRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
     finally:
         executor.close()
+
+
+def test_starting_a_run_first_abandons_a_dead_one_so_no_worker_is_needed():
+    dead = runs.mark_running(runs.create_run(trigger="command").pk)
+    IngestRun.objects.filter(pk=dead.pk).update(heartbeat_at=LONG_AGO)
+
+    new = runs.create_run(trigger="command")
+
+    assert IngestRun.objects.get(pk=dead.pk).status == RunStatus.ABANDONED
+    assert new.status == RunStatus.QUEUED
+
+
+def test_starting_a_run_still_refuses_while_a_live_one_runs():
+    live = runs.mark_running(runs.create_run(trigger="command").pk)
+
+    with pytest.raises(runs.RunAlreadyActive, match=f"run {live.pk} is running"):
+        runs.create_run(trigger="command")
