@@ -35,27 +35,22 @@ def env_bool(name: str, default: bool, *, environ: Mapping[str, str] = os.enviro
 
 def env_int(name: str, default: int, *, minimum: int = 0, environ: Mapping[str, str] = os.environ) -> int:
     """A whole number of at least `minimum`; unset or blank is `default`."""
-    value = environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
-    return number
+    return _number(name, default, minimum, int, "a whole number", environ)
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0, environ: Mapping[str, str] = os.environ) -> float:
     """A number of at least `minimum`; unset or blank is `default`."""
+    return _number(name, default, minimum, float, "a number", environ)
+
+
+def _number(name, default, minimum, parse, kind: str, environ: Mapping[str, str]):
     value = environ.get(name)
     if value is None or not value.strip():
         return default
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+        raise ImproperlyConfigured(f"{name} must be {kind}, not {value!r}.") from None
     if number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
     return number
@@ -74,6 +69,7 @@ def env_port(name: str, default: int, *, environ: Mapping[str, str] = os.environ
     value = environ.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٨٠" (which it reads as 80).
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
         raise ImproperlyConfigured(f"{name} must be a port number between 1 and 65535, not {value!r}.")
     return int(value)

@@ -22,7 +22,7 @@ from ingestion.classification import classify_batch
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
 from ingestion.models import IngestRun, RunStatus, StagedCustomer
 from ingestion.runs import RunFenced
-from ingestion.source import Page, last_page
+from ingestion.source import page_count
 from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import Rejection, ValidatedPage
 
@@ -66,7 +66,7 @@ class Batch:
 
     def expectations(self) -> dict[str, int]:
         """What the latest page announced: records and pages in the whole listing."""
-        return {"records_expected": self.total, "pages_expected": last_page(Page(0, self.limit, self.total, []))}
+        return {"records_expected": self.total, "pages_expected": page_count(self.total, self.limit)}
 
 
 def commit_batch(

@@ -15,11 +15,9 @@ customers.merge.merge_staged, which counts them inserted, updated or unchanged.
    swapping emails therefore both land here; the run goes on.
 """
 
-from customers.merge import CHANGEABLE, row_of
-from customers.models import Customer
+from customers.merge import CHANGEABLE, CUSTOMERS, row_of
 from ingestion.models import StagedCustomer
 
-CUSTOMERS = Customer._meta.db_table
 STAGED = StagedCustomer._meta.db_table
 
 _BATCH = "t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s"

@@ -50,7 +50,8 @@ def _storable(raw: Any) -> Any:
         return [_storable(value) for value in raw]
     if hasattr(raw, "as_tuple"):  # Decimal from the exact JSON parse
         # Past a double's range (1e400) a float would be an infinity jsonb refuses: keep the digits.
-        return float(raw) if raw.is_finite() and math.isfinite(float(raw)) else str(raw)
+        number = float(raw)
+        return number if math.isfinite(number) else str(raw)
     if isinstance(raw, float) and not math.isfinite(raw):
         return str(raw)  # JSON has no Infinity or NaN
     return raw

@@ -74,7 +74,9 @@ def execute_run(
             return IngestRun.objects.get(pk=run_id)
 
 
-def _execute(run: IngestRun, *, progress, session, on_step) -> IngestRun:
+def _execute(
+    run: IngestRun, *, progress: Progress | None, session: requests.Session | None, on_step: StepObserver | None
+) -> IngestRun:
     run_id, attempt = run.pk, run.attempt
     try:
         # Checked again at execution: settings or DNS may have changed since the run was queued.

@@ -218,7 +218,12 @@ def fetch_pages(client: UpstreamClient, *, first: int, prepare: Callable | None 
 
 def last_page(page: Page) -> int:
     """The number of the last page the listing has, by the page's `total` and `limit`."""
-    return max(1, -(-page.total // page.limit))
+    return page_count(page.total, page.limit)
+
+
+def page_count(total: int, limit: int) -> int:
+    """Pages of `limit` that `total` records fill; an empty listing still has its page 1."""
+    return max(1, -(-total // limit))
 
 
 def _page_of(item) -> Page:

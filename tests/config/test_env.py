@@ -55,6 +55,13 @@ def test_an_empty_boolean_is_false_whatever_the_default():
         (partial(env_port, "PORT", 80), "0", "PORT must be a port number between 1 and 65535, not '0'."),
         (partial(env_port, "PORT", 80), "65536", "PORT must be a port number between 1 and 65535, not '65536'."),
         (partial(env_port, "PORT", 80), "-1", "PORT must be a port number between 1 and 65535, not '-1'."),
+        # str.isdigit() accepts these; int() then refuses "²" and reads "٨٠" as 80.
+        (partial(env_port, "PORT", 80), "\u00b2", "PORT must be a port number between 1 and 65535, not '\u00b2'."),
+        (
+            partial(env_port, "PORT", 80),
+            "\u0668\u0660",
+            "PORT must be a port number between 1 and 65535, not '\u0668\u0660'.",
+        ),
     ],
 )
 def test_bad_values_raise_a_sentence_naming_the_variable(read, value, sentence):

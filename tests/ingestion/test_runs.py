@@ -1,5 +1,7 @@
 """ingestion/runs.py: the life of an IngestRun row, from queued to finished, requeued or abandoned."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -453,6 +455,17 @@ def test_heartbeat_survives_a_lost_connection(settings):
 # --- one execution per run ---------------------------------------------------------------
 
 
+@contextmanager
+def _held_by_another_process(run: IngestRun) -> Iterator[None]:
+    """Hold the run's execution lock from another session; closing it is that process dying."""
+    executor = psycopg.connect(**side_connection_kwargs(), autocommit=True)
+    try:
+        executor.execute("SELECT pg_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk])
+        yield
+    finally:
+        executor.close()
+
+
 def _taken_over(run: IngestRun) -> IngestRun:
     """What a sweep and a resume do to a run whose process stalled: the run's next attempt."""
     IngestRun.objects.filter(pk=run.pk).update(status=RunStatus.ABANDONED)
@@ -509,13 +522,10 @@ def test_a_stale_execution_stops_at_its_next_commit_and_leaves_the_run_to_its_ow
 def test_a_run_whose_process_holds_its_execution_lock_is_not_abandoned_however_stale():
     run = runs.mark_running(runs.create_run(trigger="api").pk)
     IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
-    executor = psycopg.connect(**side_connection_kwargs(), autocommit=True)
-    executor.execute("SELECT pg_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk])
-    try:
+
+    with _held_by_another_process(run):
         assert runs.abandon_stale_runs() == []
         assert IngestRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
-    finally:
-        executor.close()  # the process dies: PostgreSQL releases its lock
 
     assert runs.abandon_stale_runs() == [run.pk]
     assert IngestRun.objects.get(pk=run.pk).status == RunStatus.ABANDONED
@@ -524,14 +534,11 @@ def test_a_run_whose_process_holds_its_execution_lock_is_not_abandoned_however_s
 @pytest.mark.django_db(transaction=True)
 def test_a_second_execution_of_a_run_is_refused_while_the_first_holds_it():
     run = runs.create_run(trigger="api", source_url="http://upstream.test")
-    executor = psycopg.connect(**side_connection_kwargs(), autocommit=True)
-    executor.execute("SELECT pg_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk])
-    try:
-        with pytest.raises(runs.RunRefused, match="being executed by another process"):
-            pipeline.execute_run(run.pk, session=FakeUpstream(records(3)).session())
-        assert IngestRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
-    finally:
-        executor.close()
+
+    with _held_by_another_process(run), pytest.raises(runs.RunRefused, match="being executed by another process"):
+        pipeline.execute_run(run.pk, session=FakeUpstream(records(3)).session())
+
+    assert IngestRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
 
 
 def test_starting_a_run_first_abandons_a_dead_one_so_no_worker_is_needed():
@@ -549,3 +556,15 @@ def test_starting_a_run_still_refuses_while_a_live_one_runs():
 
     with pytest.raises(runs.RunAlreadyActive, match=f"run {live.pk} is running"):
         runs.create_run(trigger="command")
+
+
+def test_resuming_a_run_first_abandons_a_dead_one_that_would_block_it():
+    failed = runs.mark_running(runs.create_run(trigger="command").pk)
+    runs.mark_finished(failed.pk, RunStatus.FAILED, "upstream down")
+    dead = runs.mark_running(runs.create_run(trigger="command").pk)
+    IngestRun.objects.filter(pk=dead.pk).update(heartbeat_at=LONG_AGO)
+
+    resumed = runs.requeue(failed.pk)
+
+    assert IngestRun.objects.get(pk=dead.pk).status == RunStatus.ABANDONED
+    assert resumed.status == RunStatus.QUEUED
