@@ -24,6 +24,8 @@ SAFE_EXTRA_KEYS = frozenset(
         "invalid",
         "conflicts",
         "duplicates",
+        "retried",
+        "applied",
         "method",
         "path",
         "status_code",

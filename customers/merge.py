@@ -2,7 +2,7 @@
 
 `customers` owns its table: ingestion stages rows and decides which of them are
 refused, then hands the rest to `merge_staged`, the only statement that inserts or
-updates customers. This module alone keeps three promises:
+updates customers. This module alone keeps four promises:
 
 - **One writer at a time.** Writers hold `WRITE_LOCK_KEY`, a transaction-scoped
   advisory lock. `merge_staged` takes it itself; a caller that must read the table
@@ -16,6 +16,10 @@ updates customers. This module alone keeps three promises:
 - **An update is a real change.** A known customer is rewritten only when a field in
   `CHANGEABLE` differs (IS DISTINCT FROM, so NULLs compare as values); then
   `updated_at` moves. `created_at` stays as first seen; an unchanged row is not touched.
+- **Emails change hands in one step.** Within a batch, an email one customer gives up
+  can go to another (swaps and rotations included): the merge frees such emails before
+  writing, in the same transaction, so neither the unique email index nor a reader ever
+  sees the intermediate state.
 """
 
 from dataclasses import dataclass
@@ -49,14 +53,45 @@ def row_of(alias: str) -> str:
     return "(" + ", ".join(f"{alias}.{field}" for field in CHANGEABLE) + ")"
 
 
-# The staged rows to merge: a staging table's rows of one run in a range of positions
-# whose `outcome` the caller left NULL (it marks the rows it refused). The table needs
-# the source fields, `run_id`, `position` (the order new rows are numbered in) and `outcome`.
-_STAGED = "t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s AND t.outcome IS NULL"
+def staged_rows(alias: str, *, listed: bool = False) -> str:
+    """SQL selecting a batch of staged rows: one run's rows at a range of positions or a list of them.
+
+    Parameters: %(run)s, and %(first)s and %(last)s, or %(positions)s when `listed`.
+    """
+    where = f"{alias}.position = ANY(%(positions)s)" if listed else f"{alias}.position BETWEEN %(first)s AND %(last)s"
+    return f"{alias}.run_id = %(run)s AND {where}"
+
+
+# The staged rows to merge: a batch of a staging table whose `outcome` the caller left NULL
+# (it marks the rows it refused). The table needs the source fields, `run_id`, `position`
+# (the order new rows are numbered in) and `outcome`.
+def _pending(alias: str, listed: bool) -> str:
+    return f"{staged_rows(alias, listed=listed)} AND {alias}.outcome IS NULL"
+
+
+# An email the batch hands from one customer to another (a swap, a rotation, a customer
+# giving up the email a new one takes) is first replaced by a placeholder no record can
+# have (validation refuses control characters), so the merge never holds one email twice
+# and the unique index cannot fail it. The merge then writes the real emails; both happen
+# in the caller's transaction, so no reader ever sees a placeholder.
+EMAIL_PLACEHOLDER = "chr(1) || c.customer_id::text"
 
 
 @cache
-def merge_sql(staged_table: str) -> str:
+def release_sql(staged_table: str, listed: bool = False) -> str:
+    return f"""/* customers.merge_staged: free emails changing hands */
+UPDATE {CUSTOMERS} c
+SET email = {EMAIL_PLACEHOLDER}
+FROM {staged_table} t
+WHERE {_pending("t", listed)} AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
+  AND EXISTS (
+      SELECT 1 FROM {staged_table} h
+      WHERE {_pending("h", listed)} AND h.customer_id = c.customer_id AND lower(h.email) <> lower(c.email))
+"""
+
+
+@cache
+def merge_sql(staged_table: str, listed: bool = False) -> str:
     """The merge statement for `staged_table` (public so bench/indexes.py can EXPLAIN it)."""
     # `pending` probes the primary key once per staged row and keeps what it found (is the
     # customer known, does it differ); the update and the insert both work from that instead
@@ -67,7 +102,7 @@ WITH pending AS (
     SELECT t.*, c.customer_id IS NOT NULL AS known,
            c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")} AS changed
     FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-    WHERE {_STAGED}
+    WHERE {_pending("t", listed)}
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
@@ -87,27 +122,40 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT 
 
 
 @cache
-def compare_sql(staged_table: str) -> str:
+def compare_sql(staged_table: str, listed: bool = False) -> str:
     """What the merge would do, counted without writing (a dry run)."""
     return f"""/* customers.merge_staged dry run */
 SELECT count(*) FILTER (WHERE c.customer_id IS NULL),
        count(*) FILTER (WHERE c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")}),
        count(*)
 FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-WHERE {_STAGED}
+WHERE {_pending("t", listed)}
 """
 
 
 def merge_staged(
-    cursor, *, staged_table: str, run_id: int, first: int, last: int, dry_run: bool = False
+    cursor,
+    *,
+    staged_table: str,
+    run_id: int,
+    first: int = 0,
+    last: int = 0,
+    positions: list[int] | None = None,
+    dry_run: bool = False,
 ) -> MergeCounts:
-    """Insert or update customers from the staged rows of `run_id` at positions [first, last].
+    """Insert or update customers from the staged rows of `run_id` at positions [first, last] (or `positions`).
 
+    The rows must have distinct customer ids, and none may take an email another customer
+    keeps (the caller refuses those); an email a customer of the batch gives up is free.
     Runs on the caller's cursor, inside the caller's transaction, and takes the write
     lock. With `dry_run` nothing is written; the counts say what would have been.
     """
     lock_writers(cursor)
-    statement = compare_sql(staged_table) if dry_run else merge_sql(staged_table)
-    cursor.execute(statement, {"run": run_id, "first": first, "last": last})
+    listed = positions is not None
+    params = {"run": run_id, "first": first, "last": last, "positions": positions}
+    if not dry_run:
+        cursor.execute(release_sql(staged_table, listed), params)
+    statement = compare_sql(staged_table, listed) if dry_run else merge_sql(staged_table, listed)
+    cursor.execute(statement, params)
     inserted, updated, pending = cursor.fetchone()
     return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated)

@@ -18,15 +18,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from customers import merge
-from ingestion.classification import classify_batch
+from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
-from ingestion.models import IngestRun, RunStatus, StagedCustomer
+from ingestion.models import FailureReason, IngestFailure, IngestRun, RunStatus, StagedCustomer
 from ingestion.runs import RunFenced
 from ingestion.source import page_count
 from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import Rejection, ValidatedPage
 
 logger = logging.getLogger(__name__)
+
+STAGED = StagedCustomer._meta.db_table
 
 # Told the seconds each step of a commit took: "copy", "rejections", "classify", "merge",
 # "conflicts", then "batch" for the whole commit, transaction included.
@@ -44,6 +46,8 @@ class Batch:
     last_page: int = 0
     total: int | None = None
     limit: int = 1
+    opening_total: int | None = None  # announced by the batch's first page
+    totals: set[int] = field(default_factory=set)
 
     @property
     def size(self) -> int:
@@ -63,6 +67,9 @@ class Batch:
             position += 1
         self.pages += 1
         self.last_page, self.total, self.limit = page.number, page.total, page.limit
+        if self.opening_total is None:
+            self.opening_total = page.total
+        self.totals.add(page.total)
 
     def expectations(self) -> dict[str, int]:
         """What the latest page announced: records and pages in the whole listing."""
@@ -85,6 +92,11 @@ def commit_batch(
         changes = {name: F(name) + value for name, value in counts.items() if value}
         if batch.pages:
             changes |= {"last_committed_page": batch.last_page, **batch.expectations()}
+            first_total = batch.opening_total if run.first_total is None else run.first_total
+            if run.first_total is None:
+                changes["first_total"] = first_total
+            if batch.totals != {first_total}:
+                changes["total_changed"] = True
         new_retries, retries_by_reason = retries
         # Only while this execution owns the run; otherwise the whole batch rolls back.
         owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
@@ -119,23 +131,69 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
         with _step(on_step, "rejections"):
             invalid = record_rejections(run.pk, batch.rejected)
         with _step(on_step, "classify"):
-            refused = classify_batch(cursor, **span)
+            classified = classify_batch(cursor, **span)
         with _step(on_step, "merge"):
-            merged = merge.merge_staged(cursor, staged_table=StagedCustomer._meta.db_table, dry_run=run.dry_run, **span)
+            merged = merge.merge_staged(cursor, staged_table=STAGED, dry_run=run.dry_run, **span)
         with _step(on_step, "conflicts"):
-            record_conflicts(cursor, **span)
+            record_conflicts(cursor, **span, also=classified.overtaken)
+    refused = classified.refused
     counts = {
         "fetched": batch.size,
         "inserted": merged.inserted,
         "updated": merged.updated,
         "unchanged": merged.unchanged,
         "invalid": invalid,
-        "duplicates": refused.get("duplicate", 0),
-        "conflicts": refused.get("email_conflict", 0) + refused.get("duplicate_id", 0),
+        # A read superseded inside its batch was never written: like an identical repeat,
+        # it is a read of a customer the batch reads again.
+        "duplicates": refused.get("duplicate", 0) + refused.get("superseded", 0),
+        "conflicts": refused.get("email_conflict", 0),
     }
     if sum(value for name, value in counts.items() if name != "fetched") != counts["fetched"]:
         raise AssertionError(f"Counters do not add up for run {run.pk}: {counts}")
     return counts
+
+
+def retry_conflicts(run: IngestRun) -> IngestRun:
+    """Once the walk is complete, try the run's email conflicts again, together, in one transaction.
+
+    A swap or rotation of emails split across batches is refused batch by batch (each
+    customer's email is still held by one the batch does not hold), and would be again on
+    every run with the same batch boundaries. Together, the owners give the emails up, so
+    classification frees them and the merge applies them. What is applied stops being a
+    conflict (its failure row goes, its counter moves); what is still refused keeps a
+    failure naming today's owner. Only last reads are retried: a customer read again
+    later in the walk was settled by that read.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        merge.lock_writers(cursor)
+        positions = retryable_conflicts(cursor, run_id=run.pk)
+        if not positions:
+            return run
+        span = {"run_id": run.pk, "positions": positions}
+        retried = StagedCustomer.objects.filter(run=run, position__in=positions)
+        retried.update(outcome=None, conflicting_customer_id=None)
+        IngestFailure.objects.filter(run=run, position__in=positions, reason=FailureReason.EMAIL_CONFLICT).delete()
+        classified = classify_batch(cursor, **span)
+        merged = merge.merge_staged(cursor, staged_table=STAGED, dry_run=run.dry_run, **span)
+        record_conflicts(cursor, **span, also=classified.overtaken)
+        applied = merged.inserted + merged.updated + merged.unchanged
+        if applied + classified.refused.get("email_conflict", 0) != len(positions):
+            raise AssertionError(f"Retried conflicts of run {run.pk} do not add up: {classified}, {merged}")
+        owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
+            conflicts=F("conflicts") - applied,
+            inserted=F("inserted") + merged.inserted,
+            updated=F("updated") + merged.updated,
+            unchanged=F("unchanged") + merged.unchanged,
+            heartbeat_at=timezone.now(),
+        )
+        if not owned:
+            raise RunFenced(f"Run {run.pk} is no longer running under attempt {run.attempt}; retry not committed.")
+    run.refresh_from_db()
+    logger.info(
+        "email conflicts retried",
+        extra={"run_id": run.pk, "retried": len(positions), "applied": applied, "conflicts": run.conflicts},
+    )
+    return run
 
 
 @contextmanager

@@ -1,4 +1,8 @@
-"""Every refused record becomes an `IngestFailure` row, never only a log line."""
+"""Every refused record becomes an `IngestFailure` row, never only a log line.
+
+So does every read a later read of the same customer superseded (`superseded`): the
+failures of a run are the reads whose content the customers table does not hold.
+"""
 
 import math
 import re
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from customers.merge import staged_rows
 from ingestion.classification import STAGED
 from ingestion.models import IngestFailure
 from ingestion.validation import Rejection
@@ -59,10 +64,12 @@ def _storable(raw: Any) -> Any:
 
 _CONFLICT_MESSAGES = {
     "email_conflict": "Email already belongs to customer {other}.",
-    "duplicate_id": "customer_id already seen earlier in this run with different content.",
+    "superseded": "Read again later in this run with different content; the later read was applied.",
 }
 
-RECORD_CONFLICTS = f"""
+
+def _conflicts_sql(listed: bool) -> str:
+    return f"""
 INSERT INTO {IngestFailure._meta.db_table}
     (run_id, page, position, customer_id, reason, errors, raw, conflicting_customer_id, created_at)
 SELECT t.run_id, t.page, t.position, t.customer_id, t.outcome,
@@ -70,7 +77,7 @@ SELECT t.run_id, t.page, t.position, t.customer_id, t.outcome,
            CASE t.outcome WHEN 'email_conflict' THEN 'email' ELSE 'customer_id' END,
            jsonb_build_array(CASE t.outcome
                WHEN 'email_conflict' THEN replace(%(email_message)s, '{{other}}', t.conflicting_customer_id::text)
-               ELSE %(duplicate_message)s END)),
+               ELSE %(superseded_message)s END)),
        jsonb_build_object(
            'customer_id', t.customer_id, 'first_name', t.first_name, 'last_name', t.last_name,
            'email', t.email, 'phone', t.phone, 'address', t.address,
@@ -78,20 +85,33 @@ SELECT t.run_id, t.page, t.position, t.customer_id, t.outcome,
            'created_at', to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
        t.conflicting_customer_id, now()
 FROM {STAGED} t
-WHERE t.run_id = %(run)s AND t.position BETWEEN %(first)s AND %(last)s
-  AND t.outcome IN ('email_conflict', 'duplicate_id')
+WHERE (({staged_rows("t", listed=listed)}) OR (t.run_id = %(run)s AND t.position = ANY(%(also)s)))
+  AND t.outcome IN ('email_conflict', 'superseded')
 """
 
 
-def record_conflicts(cursor, *, run_id: int, first: int, last: int) -> None:
-    """Store the staged rows the merge refused (email conflicts, different duplicates)."""
+_RECORD_CONFLICTS = {listed: _conflicts_sql(listed) for listed in (False, True)}
+
+
+def record_conflicts(
+    cursor,
+    *,
+    run_id: int,
+    first: int = 0,
+    last: int = 0,
+    positions: list[int] | None = None,
+    also: list[int] = (),
+) -> None:
+    """Store the staged rows classification refused or superseded, in the batch and at positions `also`."""
     cursor.execute(
-        RECORD_CONFLICTS,
+        _RECORD_CONFLICTS[positions is not None],
         {
             "run": run_id,
             "first": first,
             "last": last,
+            "positions": positions,
+            "also": list(also),
             "email_message": _CONFLICT_MESSAGES["email_conflict"],
-            "duplicate_message": _CONFLICT_MESSAGES["duplicate_id"],
+            "superseded_message": _CONFLICT_MESSAGES["superseded"],
         },
     )

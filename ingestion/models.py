@@ -5,6 +5,9 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    # The walk reached its end, but the upstream's total changed on the way: records may
+    # have moved between pages unread, so the run cannot say it holds them all.
+    INCOMPLETE = "incomplete"
     FAILED = "failed"
     ABANDONED = "abandoned"
 
@@ -31,6 +34,8 @@ class FailureReason(models.TextChoices):
     INVALID_CHARACTERS = "invalid_characters"
     NOT_AN_OBJECT = "not_an_object"
     EMAIL_CONFLICT = "email_conflict"
+    SUPERSEDED = "superseded"
+    # Recorded by runs before a later read of an id won over an earlier one; kept so their failures still read.
     DUPLICATE_ID = "duplicate_id"
 
 
@@ -57,6 +62,12 @@ class IngestRun(models.Model):
     pages_expected = models.PositiveIntegerField(null=True, blank=True)
     last_committed_page = models.PositiveIntegerField(default=0)
     records_expected = models.PositiveBigIntegerField(null=True, blank=True)
+    first_total = models.PositiveBigIntegerField(
+        null=True, blank=True, editable=False, help_text="The total the run's first page announced."
+    )
+    total_changed = models.BooleanField(
+        default=False, editable=False, help_text="A page announced another total than the first page did."
+    )
 
     fetched = models.PositiveBigIntegerField(default=0)
     inserted = models.PositiveBigIntegerField(default=0)
@@ -147,8 +158,8 @@ class StageOutcome(models.TextChoices):
     """Why ingestion.classification refused a staged row; rows it let through keep NULL."""
 
     DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
     EMAIL_CONFLICT = "email_conflict"
-    DUPLICATE_ID = "duplicate_id"
 
 
 class StagedCustomer(models.Model):

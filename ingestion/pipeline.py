@@ -5,7 +5,9 @@
        record on the fetch threads (validation)
     -> every INGESTION_BATCH_SIZE records, commit a batch in one short transaction:
        stage, record rejections, classify, merge into customers, count (batches)
-    -> finish the run as succeeded, or failed with the error (runs).
+    -> at the end of the walk, retry its email conflicts together (batches.retry_conflicts)
+    -> finish the run as succeeded, incomplete when the upstream's total moved under
+       the walk (runs.verdict), or failed with the error (runs).
 
 A heartbeat (runs.heartbeat) keeps the run alive meanwhile. Because a batch and the
 run's progress commit together, a run that stops anywhere can be resumed after its last
@@ -21,7 +23,7 @@ import requests
 from django.conf import settings
 
 from ingestion import runs
-from ingestion.batches import Batch, StepObserver, commit_batch
+from ingestion.batches import Batch, StepObserver, commit_batch, retry_conflicts
 from ingestion.models import IngestRun, RunStatus
 from ingestion.source import ClientSettings, RetryReason, UpstreamClient, UpstreamError, fetch_pages
 from ingestion.source_url import SourceURLRefused, check_source_url
@@ -109,12 +111,13 @@ def _execute(
                 logger.error("run failed", extra={"run_id": run_id, "page": batch.last_page, "reason": "upstream"})
                 return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
             run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
+            run = retry_conflicts(run)
     except runs.RunFenced:
         raise
     except BaseException as exc:
         runs.record_crash(run_id, exc, attempt=attempt)
         raise
-    return runs.mark_finished(run_id, RunStatus.SUCCEEDED, attempt=attempt)
+    return runs.mark_finished(run_id, *runs.verdict(run), attempt=attempt)
 
 
 def client_settings(page_size: int) -> ClientSettings:

@@ -107,6 +107,29 @@ def mark_finished(run_id: int, status: str, error: str = "", *, attempt: int | N
     return run
 
 
+def verdict(run: IngestRun) -> tuple[str, str]:
+    """How a run whose walk reached the end finishes: (status, error).
+
+    `succeeded` only when every page announced the same total and the run read exactly
+    that many records. Page/limit paging over a listing that changed can skip a record
+    that moved onto a page already read, and nothing in the pages says which: such a run
+    is `incomplete` and says what it saw. What it read is committed; the next run reads
+    the listing again.
+    """
+    if run.total_changed:
+        return RunStatus.INCOMPLETE, (
+            f"The upstream's total changed during the walk (first page: {run.first_total:,}, "
+            f"last page: {run.records_expected:,}); records may have moved between pages unread. "
+            "What was read is committed; run again to read the rest."
+        )
+    if run.fetched != run.records_expected:
+        return RunStatus.INCOMPLETE, (
+            f"Read {run.fetched:,} records where the upstream announced {run.records_expected:,}. "
+            "What was read is committed; run again to read the rest."
+        )
+    return RunStatus.SUCCEEDED, ""
+
+
 @contextmanager
 def execution_lock(run_id: int) -> Iterator[None]:
     """Hold the run's execution lock on this connection for the block; refuse if another process holds it."""

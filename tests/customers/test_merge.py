@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from customers.merge import CHANGEABLE, WRITE_LOCK_KEY, MergeCounts, lock_writers, merge_staged
@@ -203,7 +203,7 @@ def test_rows_the_caller_refused_are_skipped():
     load([record(1)])
     run = new_run()
     stage(run, [record(1, first_name="Refused"), record(2), record(3)])
-    StagedCustomer.objects.filter(run=run, position__in=[1, 2]).update(outcome="duplicate_id")
+    StagedCustomer.objects.filter(run=run, position__in=[1, 2]).update(outcome="duplicate")
 
     counts = merge(run)
 
@@ -277,6 +277,60 @@ def test_a_rolled_back_merge_leaves_no_gap_in_seq():
 
     assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3, 4, 5]
     assert customer(record(20)).seq == 3
+
+
+def _swap_emails(raws: list[dict]) -> list[dict]:
+    """Each record takes the next one's email, the last the first's: a rotation (a swap for two)."""
+    return [dict(raw, email=raws[(index + 1) % len(raws)]["email"]) for index, raw in enumerate(raws)]
+
+
+def _emails() -> dict[uuid.UUID, str]:
+    return dict(Customer.objects.values_list("customer_id", "email"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [2, 3, 7])
+def test_emails_changing_hands_within_the_batch_are_applied_by_one_merge(size):
+    load(records(size + 1))
+    run = new_run()
+    rotated = _swap_emails(records(size))
+    stage(run, [*rotated, record(size)])
+
+    assert merge(run) == MergeCounts(inserted=0, updated=size, unchanged=1)
+    assert _emails() == {uuid.UUID(raw["customer_id"]): raw["email"] for raw in [*rotated, record(size)]}
+
+
+@pytest.mark.django_db
+def test_an_email_whose_owner_keeps_it_fails_the_merge_rather_than_moving_it():
+    # The caller must refuse such a row (ingestion.classification does): the merge frees only
+    # emails their owner's own row in the batch gives up, never one the batch does not touch.
+    load(records(2))
+    run = new_run()
+    stage(run, [record(0, email="customer1@example.com")])
+
+    with pytest.raises(IntegrityError, match="customer_email_ci_unique"), transaction.atomic():
+        merge(run)
+    assert _emails() == {uuid.UUID(raw["customer_id"]): raw["email"] for raw in records(2)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readers_never_see_an_email_in_between_while_a_swap_commits():
+    load(records(2))
+    run = new_run()
+    stage(run, _swap_emails(records(2)))
+    seen = []
+
+    def read_after_each_statement(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        with psycopg.connect(**side_connection_kwargs(), autocommit=True) as side:
+            seen.append(sorted(email for (email,) in side.execute("SELECT email FROM customers_customer")))
+        return result
+
+    with connection.execute_wrapper(read_after_each_statement):
+        merge(run)
+
+    assert seen and all(emails == ["customer0@example.com", "customer1@example.com"] for emails in seen)
+    assert _emails() == {uuid.UUID(raw["customer_id"]): raw["email"] for raw in _swap_emails(records(2))}
 
 
 def _side_connection_gets_the_write_lock() -> bool:

@@ -13,7 +13,9 @@ from tests.upstream import running_mocksource
 pytestmark = pytest.mark.django_db
 
 INVALID = ("malformed_email", "missing_field", "invalid_date_of_birth", "non_numeric_balance", "phone_too_long")
-CONFLICTING = ("duplicate_email", "duplicate_customer_id")
+CONFLICTING = ("duplicate_email",)
+# The same customer_id again with other content, in the same batch: the later read wins.
+SUPERSEDED = ("duplicate_customer_id",)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +38,15 @@ def test_demo_dataset_loads_with_exact_counters_that_add_up(demo_dataset):
     run = IngestRun.objects.get()
     invalid = sum(demo_dataset.invalid[kind] for kind in INVALID)
     conflicts = sum(demo_dataset.invalid[kind] for kind in CONFLICTING)
+    superseded = sum(demo_dataset.invalid[kind] for kind in SUPERSEDED)
     assert run.status == "succeeded"
-    assert (run.fetched, run.invalid, run.conflicts, run.duplicates) == (2000, invalid, conflicts, 0)
-    assert run.inserted == 2000 - invalid - conflicts == Customer.objects.count()
+    assert (run.fetched, run.invalid, run.conflicts, run.duplicates) == (2000, invalid, conflicts, superseded)
+    assert run.inserted == 2000 - invalid - conflicts - superseded == Customer.objects.count()
     assert run.fetched == run.inserted + run.updated + run.unchanged + run.invalid + run.conflicts + run.duplicates
-    assert IngestFailure.objects.count() == invalid + conflicts
+    assert IngestFailure.objects.count() == invalid + conflicts + superseded
     assert set(IngestFailure.objects.values_list("reason", flat=True)) == {
         "invalid_email", "missing_field", "invalid_date", "invalid_decimal", "too_long", "email_conflict",
-        "duplicate_id",
+        "superseded",
     }  # fmt: skip
     assert output.startswith(f"Run {run.pk} succeeded in ")
     assert f"fetched 2,000 = inserted {run.inserted:,}" in output

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,30 @@ def test_email_check_agrees_with_djangos_validator(address):
     if len(address) > 255 or not address.strip() or _CONTROL.search(address):
         return  # rejected earlier for length, emptiness or control characters
     assert isinstance(result, ValidRecord) == django_says_valid, address
+
+
+@st.composite
+def reshuffled_walks(draw):
+    """Customers that exchange their emails in any permutation, walked in batches of any size."""
+    size = draw(st.integers(2, 8))
+    order = draw(st.permutations(range(size)))
+    batch_size = draw(st.integers(1, size))
+    return size, order, batch_size
+
+
+@pytest.mark.django_db
+@given(walk=reshuffled_walks())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_emails_exchanged_in_any_permutation_converge_in_one_run(walk):
+    size, order, batch_size = walk
+    Customer.objects.all().delete()
+    before = [record(index) for index in range(size)]
+    after = [dict(raw, email=before[order[index]]["email"]) for index, raw in enumerate(before)]
+    with override_settings(INGESTION_BATCH_SIZE=batch_size):
+        for source in (before, after):
+            run = runs.create_run(trigger="command", source_url="http://upstream.test", page_size=1)
+            run = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+    assert (run.status, run.conflicts) == ("succeeded", 0)
+    assert dict(Customer.objects.values_list("email", "first_name")) == {
+        raw["email"]: raw["first_name"] for raw in after
+    }
