@@ -40,6 +40,14 @@ def test_prune_keeps_what_a_resume_or_a_reader_still_needs():
     assert IngestRun.objects.count() == 4
 
 
+def test_staging_of_an_incomplete_run_goes_at_once_like_a_succeeded_ones():
+    # Nothing resumes an incomplete run: its walk ended; the next run reads the listing anew.
+    incomplete = make_run("incomplete", 1)
+    add_rows(incomplete)
+    assert prune(days=30).staged == 3
+    assert IngestFailure.objects.filter(run=incomplete).count() == 3
+
+
 def test_prune_command_reports_what_it_deleted():
     add_rows(make_run("succeeded", 100), count=2)
     out = StringIO()
