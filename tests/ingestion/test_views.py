@@ -1,9 +1,12 @@
 """The ingestion API: start, wait, refuse overlaps, read runs and failures, resume."""
 
+import json
 import threading
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 from rest_framework.test import APIClient
 
@@ -189,6 +192,33 @@ def test_failures_are_paged_and_mask_personal_data_without_permission(operator):
     assert body["data"][0]["raw"]["phone"] == "***88"
     trusted = client_for(user_with(*READ_PERMISSIONS, "view_personal_data", username="trusted"))
     assert trusted.get(f"/api/ingest/runs/{run.pk}/failures").json()["data"][0]["raw"]["email"] == raw["email"]
+
+
+EXACT_NUMBERS = {
+    "past-a-double's-precision": "0.1000000000000000055511151231257827",
+    "long-exact-decimal": "-12345678901234567890.123456789",
+    "below-a-double's-range": "0.0000000000000000000000000000000000000000000000000000000000000000000000000000001",
+    # Longer than Python's int-string conversion limit, as PostgreSQL writes 1e5000 back.
+    "5001-digit-integer": "1" + "0" * 5000,
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", EXACT_NUMBERS.values(), ids=EXACT_NUMBERS.keys())
+def test_failures_api_writes_raw_numbers_with_every_digit(operator, text):
+    run = make_run()
+    failure = IngestFailure.objects.create(run=run, page=1, position=1, reason="invalid_decimal", errors={})
+    with connection.cursor() as cursor:
+        raw = f'{{"account_balance": {text}, "nested": [{text}]}}'
+        cursor.execute("UPDATE ingestion_ingestfailure SET raw = %s::jsonb WHERE id = %s", [raw, failure.pk])
+
+    response = operator.get(f"/api/ingest/runs/{run.pk}/failures")
+
+    assert response.status_code == 200
+    [row] = json.loads(response.content, parse_float=Decimal, parse_int=Decimal)["data"]
+    assert row["raw"] == {"account_balance": Decimal(text), "nested": [Decimal(text)]}
+    text_of_body = response.content.decode()
+    assert f'"account_balance":{text}' in text_of_body and f"[{text}]" in text_of_body
 
 
 @pytest.mark.django_db
