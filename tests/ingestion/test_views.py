@@ -11,8 +11,10 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from rest_framework.test import APIClient
 
 from customers.models import Customer
+from ingestion import pipeline, runs
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import write_dataset
+from tests.ingestion.fakes import FakeUpstream, Reply
 from tests.ingestion.workers import worker_process
 from tests.records import records
 from tests.upstream import running_mocksource
@@ -178,6 +180,27 @@ def test_run_detail_and_unknown_run(operator):
     missing = operator.get("/api/ingest/runs/999999")
     assert missing.status_code == 404
     assert missing.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_runs_show_which_attempt_executes_them(operator):
+    run = make_run(attempt=2)
+
+    assert operator.get(f"/api/ingest/runs/{run.pk}").json()["attempt"] == 2
+    assert operator.get("/api/ingest/runs").json()["data"][0]["attempt"] == 2
+
+
+@pytest.mark.django_db
+def test_each_execution_of_a_run_is_a_new_attempt_in_the_api(operator):
+    run = runs.create_run(trigger="api", source_url="http://upstream.test")
+    session = FakeUpstream(records(3), script={1: [Reply(500)] * 6}).session()
+    assert pipeline.execute_run(run.pk, session=session).status == "failed"
+    runs.requeue(run.pk)
+    pipeline.execute_run(run.pk, session=FakeUpstream(records(3)).session())
+
+    body = operator.get(f"/api/ingest/runs/{run.pk}").json()
+
+    assert (body["status"], body["attempt"]) == ("succeeded", 2)
 
 
 @pytest.mark.django_db
