@@ -11,6 +11,7 @@ import secrets
 from decimal import Decimal
 
 from rest_framework.renderers import JSONRenderer
+from rest_framework.settings import api_settings
 from rest_framework.utils.encoders import JSONEncoder
 
 _MARKER = f"decimal-{secrets.token_hex(16)}:"
@@ -31,3 +32,11 @@ class DecimalLiteralJSONRenderer(JSONRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return _MARKED.sub(rb"\1", super().render(data, accepted_media_type, renderer_context))
+
+
+def exact_decimal_renderers() -> list[type]:
+    """The project's renderers, with DecimalLiteralJSONRenderer in place of DRF's JSONRenderer."""
+    return [
+        DecimalLiteralJSONRenderer if renderer is JSONRenderer else renderer
+        for renderer in api_settings.DEFAULT_RENDERER_CLASSES
+    ]

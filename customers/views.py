@@ -1,11 +1,9 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
-from rest_framework.renderers import JSONRenderer
-from rest_framework.settings import api_settings
 
 from api.pagination import DenseKeyPagination
 from api.permissions import ViewModelPermission
-from api.renderers import DecimalLiteralJSONRenderer
+from api.renderers import exact_decimal_renderers
 from customers.filters import CustomerFilter
 from customers.models import Customer
 from customers.serializers import CustomerSerializer
@@ -39,10 +37,7 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     pagination_class = DenseKeyPagination
     throttle_scope = "reads"
     # The project's renderers, with balances written as exact two-decimal numbers.
-    renderer_classes = [
-        DecimalLiteralJSONRenderer if renderer is JSONRenderer else renderer
-        for renderer in api_settings.DEFAULT_RENDERER_CLASSES
-    ]
+    renderer_classes = exact_decimal_renderers()
 
     def filter_queryset(self, queryset):
         # Filters describe the listing; a customer's own URL ignores them.

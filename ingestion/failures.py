@@ -4,10 +4,12 @@ So does every read a later read of the same customer superseded (`superseded`): 
 failures of a run are the reads whose content the customers table does not hold.
 """
 
+import json
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from customers.merge import staged_rows
@@ -16,6 +18,9 @@ from ingestion.models import IngestFailure
 from ingestion.validation import Rejection
 
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+# Digits before and after the decimal point that PostgreSQL's numeric holds at most.
+_NUMERIC_MAX_DIGITS = 131_072
+_NUMERIC_MAX_DECIMALS = 16_383
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +58,19 @@ def _storable(raw: Any) -> Any:
         return {_storable(key): _storable(value) for key, value in raw.items()}
     if isinstance(raw, list):
         return [_storable(value) for value in raw]
-    if hasattr(raw, "as_tuple"):  # Decimal from the exact JSON parse
-        # Past a double's range (1e400) a float would be an infinity jsonb refuses: keep the digits.
-        number = float(raw)
-        return number if math.isfinite(number) else str(raw)
+    if isinstance(raw, int | Decimal) and not isinstance(raw, bool):
+        # jsonb keeps a number as numeric, exactly (the field's encoder writes every digit; only
+        # the sign of a zero is lost). A number numeric cannot hold would fail the whole batch's
+        # insert: it is kept as its digits in a string instead.
+        return raw if _numeric_holds(Decimal(raw)) else str(raw)
     if isinstance(raw, float) and not math.isfinite(raw):
-        return str(raw)  # JSON has no Infinity or NaN
+        return json.dumps(raw)  # NaN, Infinity: no JSON number, kept as the upstream spelled it
     return raw
+
+
+def _numeric_holds(number: Decimal) -> bool:
+    """Whether PostgreSQL's numeric can hold the number: below 10^131072, at most 16383 decimals."""
+    return number.as_tuple().exponent >= -_NUMERIC_MAX_DECIMALS and number.adjusted() < _NUMERIC_MAX_DIGITS
 
 
 _CONFLICT_MESSAGES = {

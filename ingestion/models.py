@@ -1,5 +1,7 @@
 from django.db import models
 
+from ingestion.exact_json import ExactJSONDecoder, ExactJSONEncoder
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
@@ -141,7 +143,12 @@ class IngestFailure(models.Model):
     customer_id = models.UUIDField(null=True, blank=True, db_index=True)
     reason = models.CharField(max_length=32, choices=FailureReason, db_index=True)
     errors = models.JSONField(default=dict, help_text="Field name -> list of problems.")
-    raw = models.JSONField(null=True, help_text="The record exactly as the upstream sent it.")
+    raw = models.JSONField(
+        null=True,
+        encoder=ExactJSONEncoder,
+        decoder=ExactJSONDecoder,
+        help_text="The record exactly as the upstream sent it.",
+    )
     conflicting_customer_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

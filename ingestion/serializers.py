@@ -9,12 +9,16 @@ class IngestRunSerializer(serializers.ModelSerializer):
     pages_done = serializers.IntegerField(read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     records_per_second = serializers.FloatField(read_only=True, allow_null=True)
+    attempt = serializers.IntegerField(
+        read_only=True, help_text="Executions of the run so far: each start, and each resume, is a new attempt."
+    )
 
     class Meta:
         model = IngestRun
         fields = [
             "id",
             "status",
+            "attempt",
             "trigger",
             "source_url",
             "page_size",

@@ -8,7 +8,6 @@ transport (a `requests.Session`) or its clock and sleep, never the database.
 
 import email.utils
 import enum
-import json
 import logging
 import random
 import re
@@ -17,11 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import requests
 import urllib3
+
+from ingestion import exact_json
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +166,9 @@ class UpstreamClient:
 
     def _parse(self, number: int, body: bytes) -> Page:
         try:
-            # Decimals stay exact: 0.1 + 0.2 style float noise must not reach balances.
-            envelope = json.loads(body, parse_float=Decimal)
+            # Numbers stay exact: 0.1 + 0.2 style float noise must not reach balances, and a
+            # rejected record is kept with the digits it came with.
+            envelope = exact_json.loads(body)
         except ValueError:
             raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
         except RecursionError:  # valid JSON nested deeper than the parser goes: no page of ours looks like that

@@ -172,8 +172,9 @@ def _account_balance(value: Any) -> Decimal | None:
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a number.") from None
     if not number.is_finite():
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be a finite number.")
-    # Magnitude first: quantize() itself fails on numbers beyond Decimal's precision.
-    if abs(number) >= _MAX_BALANCE:
+    # Magnitude first: quantize() itself fails on numbers beyond Decimal's precision. copy_abs(),
+    # unlike abs(), does no rounding, which traps an exponent past the context's (1e1000000).
+    if number.copy_abs() >= _MAX_BALANCE:
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must be smaller than 10^13 in absolute value.")
     if number != number.quantize(Decimal("0.01")):
         raise _FieldError(FailureReason.INVALID_DECIMAL, "Must have at most two decimals.")

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from api.pagination import PageLimitPagination
 from api.permissions import ViewModelPermission
+from api.renderers import exact_decimal_renderers
 from ingestion import runs, tasks
 from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
 from ingestion.permissions import CanStartIngestion
@@ -125,7 +126,13 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         # A detail action is not taken for a list by drf-spectacular: say so, and it pages it.
         responses={200: IngestFailureSerializer(many=True)},
     )
-    @action(detail=True, methods=["get"], serializer_class=IngestFailureSerializer)
+    # `raw` holds the upstream's numbers with all their digits; DRF's renderer would write them as floats.
+    @action(
+        detail=True,
+        methods=["get"],
+        serializer_class=IngestFailureSerializer,
+        renderer_classes=exact_decimal_renderers(),
+    )
     def failures(self, request, pk=None):
         run = self.get_object()
         if not request.user.has_perm("ingestion.view_ingestfailure"):

@@ -68,6 +68,14 @@ def test_resume_documents_both_conflict_bodies(schema):
     assert component(schema, json_schema(responses["409"]))["required"] == ["detail"]
 
 
+def test_a_run_documents_its_attempt_as_read_only(schema):
+    run = schema["components"]["schemas"]["IngestRun"]
+
+    assert run["properties"]["attempt"]["type"] == "integer"
+    assert run["properties"]["attempt"]["readOnly"] is True
+    assert "attempt" in run["required"]
+
+
 @pytest.mark.parametrize(("path", "item"), LIST_OPERATIONS)
 def test_list_operations_answer_the_page_envelope(schema, path, item):
     envelope = component(schema, json_schema(schema["paths"][path]["get"]["responses"]["200"]))

@@ -1,11 +1,13 @@
 import json
 import re
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from unittest import mock
 
+import psycopg
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
@@ -15,6 +17,7 @@ from rest_framework.test import APIClient
 
 from api import pagination
 from tests.customers.factories import create_customer, create_customers
+from tests.database import side_connection_kwargs
 
 URL = "/api/customers"
 RECORD_KEYS = [
@@ -249,53 +252,74 @@ def test_detail_queries_are_bounded(reader_client, django_assert_max_num_queries
 
 # --- One snapshot for total and data ----------------------------------------------
 
+# What a concurrent ingestion commits: three more matching customers, or a name that stops matching.
 INSERT_SQL = """
     INSERT INTO customers_customer (customer_id, first_name, last_name, email, created_at, seq, ingested_at)
     SELECT gen_random_uuid(), 'First', 'Late' || n, 'late' || n || '@example.com', now(), n, now()
-    FROM generate_series(%s, %s) AS n
+    FROM generate_series(6, 8) AS n
 """
+UPDATE_SQL = "UPDATE customers_customer SET first_name = 'Renamed', updated_at = now() WHERE seq = 3"
+# The query that reads a page's total: count(*) for a filtered listing, max(seq) for the whole table.
+TOTAL_QUERY = re.compile(r'COUNT\(\*\)|MAX\("customers_customer"\."seq"\)')
+# Listing, concurrent change, and how many rows the page would show if it read them after the change.
+CONCURRENT_CHANGES = {
+    "filtered-insert": ({"search": "first"}, INSERT_SQL, 8),
+    "filtered-update": ({"search": "first"}, UPDATE_SQL, 4),
+    "whole-table-insert": ({}, INSERT_SQL, 8),
+}
 
 
-def _insert_and_commit_elsewhere(first_seq: int, last_seq: int) -> None:
-    """Insert customers on another connection and commit, as a concurrent ingestion would."""
-    other = connection.copy()
+@contextmanager
+def committed_elsewhere_right_after_the_total(change_sql: str) -> Iterator[list[str]]:
+    """Commit `change_sql` on a second connection the moment the page's total query has run.
+
+    Yields the total queries that set it off (one), so a test knows the change landed between
+    the total and the rows.
+    """
+    other = psycopg.connect(**side_connection_kwargs(), autocommit=True)
+    fired: list[str] = []
+
+    def commit_after_the_total(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not fired and TOTAL_QUERY.search(sql):
+            other.execute(change_sql)
+            fired.append(sql)
+        return result
+
     try:
-        with other.cursor() as cursor:
-            cursor.execute(INSERT_SQL, [first_seq, last_seq])
+        with connection.execute_wrapper(commit_after_the_total):
+            yield fired
     finally:
         other.close()
 
 
-def _read_page_with_insert_between_total_and_rows(client, params):
-    original = pagination.DenseKeyPagination.get_page_rows
-
-    def insert_then_read(self, *args, **kwargs):
-        _insert_and_commit_elsewhere(6, 8)
-        return original(self, *args, **kwargs)
-
-    with mock.patch.object(pagination.DenseKeyPagination, "get_page_rows", insert_then_read):
-        return client.get(URL, {**params, "limit": 100}).json()
-
-
+# Transactional: the other connection's commit must be visible to anything that reads after it.
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("params", [{}, {"search": "first"}], ids=["seq-range", "count-offset"])
-def test_total_and_rows_come_from_one_snapshot(reader_client, params):
+@pytest.mark.parametrize(("params", "change", "rows_after"), CONCURRENT_CHANGES.values(), ids=CONCURRENT_CHANGES)
+def test_total_and_rows_come_from_one_snapshot_while_another_connection_commits(
+    reader_client, params, change, rows_after
+):
     create_customers(5)
 
-    body = _read_page_with_insert_between_total_and_rows(reader_client, params)
+    with committed_elsewhere_right_after_the_total(change) as fired:
+        body = reader_client.get(URL, {**params, "limit": 100}).json()
 
+    assert len(fired) == 1
     assert body["total"] == len(body["data"]) == 5
-    # The insert did commit: the next read sees it.
-    assert reader_client.get(URL, {**params, "limit": 100}).json()["total"] == 8
+    assert [row["first_name"] for row in body["data"]] == [f"First{n}" for n in range(1, 6)]
+    # The change did commit: the next read sees it.
+    after = reader_client.get(URL, {**params, "limit": 100}).json()
+    assert after["total"] == len(after["data"]) == rows_after
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("params", [{}, {"search": "first"}], ids=["seq-range", "count-offset"])
-def test_without_the_snapshot_the_race_shows(reader_client, params):
-    """Guards the test above: it would catch a page read outside one snapshot."""
+@pytest.mark.parametrize(("params", "change", "rows_after"), CONCURRENT_CHANGES.values(), ids=CONCURRENT_CHANGES)
+def test_without_the_snapshot_the_commit_between_total_and_rows_shows(reader_client, params, change, rows_after):
+    """Guards the test above: its change does land between the total and the rows."""
     create_customers(5)
 
-    with mock.patch.object(pagination, "read_only_snapshot", lambda using: nullcontext()):
-        body = _read_page_with_insert_between_total_and_rows(reader_client, params)
+    without_snapshot = mock.patch.object(pagination, "read_only_snapshot", lambda using: nullcontext())
+    with without_snapshot, committed_elsewhere_right_after_the_total(change):
+        body = reader_client.get(URL, {**params, "limit": 100}).json()
 
-    assert (body["total"], len(body["data"])) == (5, 8)
+    assert (body["total"], len(body["data"])) == (5, rows_after)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -46,6 +48,14 @@ def test_runs_and_failures_are_read_only(superuser_client):
     assert change.status_code == 200 and b'name="_save"' not in change.content
     assert superuser_client.post(reverse("admin:ingestion_ingestrun_delete", args=[run.pk])).status_code == 403
     assert superuser_client.post(reverse("admin:ingestion_ingestfailure_delete", args=[failure.pk])).status_code == 403
+
+
+def test_run_page_shows_which_attempt_executes_the_run(superuser_client):
+    run = make_run(attempt=3)
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
+
+    assert re.search(r'field-attempt">.*?<label>Attempt:</label>\s*<div class="readonly">3</div>', page, re.DOTALL)
 
 
 def test_run_now_button_queues_a_run(superuser_client):

@@ -1,3 +1,4 @@
+import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -225,9 +226,9 @@ def test_lone_surrogate_in_a_kept_field_is_rejected_and_the_run_goes_on(ingest):
     assert failure.raw["first_name"] == "Bad\\ud800"
 
 
-def test_rejected_record_with_unstorable_text_and_a_huge_number_is_stored(ingest):
+def test_rejected_record_with_unstorable_text_is_stored_with_its_escapes(ingest):
     source = records(3)
-    source[1] |= {"email": "not-an-email", "note\udfff": "x\ud83d", "score": Decimal("1e400")}
+    source[1] |= {"email": "not-an-email", "note\udfff": "x\ud83d", "nul": "a\x00b"}
 
     run = ingest(FakeUpstream(source))
 
@@ -235,8 +236,76 @@ def test_rejected_record_with_unstorable_text_and_a_huge_number_is_stored(ingest
     assert (run.inserted, run.invalid) == (2, 1)
     raw = IngestFailure.objects.get(run=run).raw
     assert raw["note\\udfff"] == "x\\ud83d"
-    # Past a double's range: kept as its exact digits, not as an infinity jsonb cannot hold.
-    assert raw["score"] == "1E+400"
+    assert raw["nul"] == "a\\u0000b"
+
+
+def _stored_number(run, key: str) -> tuple[str, str]:
+    """The jsonb type and text PostgreSQL holds for `key` of the run's one failure."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT jsonb_typeof(raw -> %s), raw ->> %s FROM ingestion_ingestfailure WHERE run_id = %s",
+            [key, key, run.pk],
+        )
+        return cursor.fetchone()
+
+
+EXACT_NUMBERS = {
+    "past-a-double's-precision": "0.1000000000000000055511151231257827",
+    "long-exact-decimal": "12345678901234567890.123456789",
+    "past-a-double's-range": "1E+400",
+    "below-a-double's-range": "-1E-400",
+    "largest-numeric-holds": "9.99999999999999999999E+131071",
+    "most-decimals-numeric-holds": "1E-16383",
+    "400-digit-integer": "7" * 400,
+    # Longer than Python's int-string conversion limit (4300 digits).
+    "5000-digit-integer": "9" * 5000,
+}
+
+
+@pytest.mark.parametrize("text", EXACT_NUMBERS.values(), ids=EXACT_NUMBERS.keys())
+def test_rejected_record_keeps_a_number_exactly_as_a_jsonb_number(ingest, text):
+    source = records(3)
+    source[1]["account_balance"] = Decimal(text)  # sent with its own digits: 1E+400 stays 1E+400
+
+    run = ingest(FakeUpstream(source))
+
+    assert (run.status, run.inserted, run.invalid) == ("succeeded", 2, 1)
+    kind, stored = _stored_number(run, "account_balance")
+    assert kind == "number"
+    assert Decimal(stored) == Decimal(text)
+    read = IngestFailure.objects.get(run=run).raw["account_balance"]
+    assert not isinstance(read, float | str)
+    assert Decimal(read) == Decimal(text)
+
+
+BEYOND_NUMERIC = {
+    "past-numeric's-range": "1E+131072",
+    "more-decimals-than-numeric-holds": "1E-16384",
+    "one-trailing-zero-too-many": "1.0E-16383",
+    "a-million-digit-exponent": "-4.5E+1000000",
+}
+
+
+@pytest.mark.parametrize("text", BEYOND_NUMERIC.values(), ids=BEYOND_NUMERIC.keys())
+def test_a_number_numeric_cannot_hold_is_kept_as_its_digits_in_a_string(ingest, text):
+    source = records(3)
+    source[1]["account_balance"] = Decimal(text)
+
+    run = ingest(FakeUpstream(source))
+
+    assert (run.status, run.inserted, run.invalid) == ("succeeded", 2, 1)
+    assert _stored_number(run, "account_balance") == ("string", text)
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_number_is_kept_as_the_upstream_spelled_it(ingest, number):
+    source = records(3)
+    source[1]["account_balance"] = number  # the body says Infinity, -Infinity or NaN
+
+    run = ingest(FakeUpstream(source))
+
+    assert (run.status, run.invalid) == ("succeeded", 1)
+    assert IngestFailure.objects.get(run=run).raw["account_balance"] == json.dumps(number)
 
 
 def _page(records_on_page: list, *, total: int, page: int, limit: int) -> Reply:

@@ -1,6 +1,7 @@
 """Property tests: whatever the upstream sends, validation never crashes and nothing invalid is stored."""
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 
 from customers.models import Customer
 from ingestion import pipeline, runs
+from ingestion.models import IngestFailure
 from ingestion.validation import _CONTROL, Rejection, ValidRecord, validate_record
+from mocksource.dataset import encode_record
 from tests.ingestion.fakes import FakeUpstream
 from tests.records import record
 
@@ -25,13 +28,25 @@ odd_text = st.text(
     max_size=300,
 )
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), odd_text)
-# Exact numbers from far past a double's range to far below its precision (1e400, 1e-400).
-huge_and_tiny = st.builds(
-    lambda digits, exponent: Decimal(f"{digits}e{exponent}"), st.integers(), st.integers(-500, 500)
+# Exact numbers: long digit strings, from far past a double's range to far below its precision
+# (1e400, 1e-400), either side of what PostgreSQL's numeric holds (below 1e131072, at most 16383
+# decimals) and of the decimal context's exponent limit (1e1000000).
+exact_numbers = st.builds(
+    lambda digits, exponent: Decimal(f"{digits}e{exponent}"),
+    st.one_of(st.integers(), st.integers(-(10**60), 10**60)),
+    st.one_of(
+        st.integers(-500, 500),
+        st.integers(-16_400, -16_340),
+        st.integers(131_000, 131_100),
+        st.integers(-1_000_100, 1_000_100),
+    ),
 )
+# Integers either side of Python's int-string conversion limit (4300 digits).
+long_integers = st.integers(4_290, 4_310).map(lambda length: Decimal("9" * length))
 field_values = st.one_of(
     json_scalars,
-    huge_and_tiny,
+    exact_numbers,
+    long_integers,
     st.lists(json_scalars, max_size=3),
     st.dictionaries(odd_text, json_scalars, max_size=2),
 )
@@ -83,6 +98,56 @@ def test_any_page_of_records_is_fully_accounted_for_and_never_breaks_a_run(batch
     for customer in Customer.objects.all():
         assert "\x00" not in customer.first_name + customer.last_name + customer.email
         assert customer.full_clean() is None
+
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def as_kept(value):
+    """What `raw` holds for a value the upstream sent: the same, except what jsonb cannot hold.
+
+    NUL and lone surrogates become the text of their JSON escape, NaN and Infinity their JSON
+    spelling, and a number numeric cannot hold its digits in a string.
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", value)
+    if isinstance(value, dict):
+        return {as_kept(key): as_kept(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_kept(item) for item in value]
+    if isinstance(value, float):
+        return json.dumps(value)
+    if isinstance(value, Decimal) and not (value.as_tuple().exponent >= -16_383 and value.adjusted() <= 131_071):
+        return str(value)
+    return value
+
+
+def same_json(left, right) -> bool:
+    """Equal as JSON: numbers by exact value (1E+2 is 100), never a number equal to a string or a bool."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same_json(left[key], right[key]) for key in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same_json, left, right))
+    numbers = (int, Decimal)
+    if isinstance(left, bool) or isinstance(right, bool) or not isinstance(left, numbers):
+        return type(left) is type(right) and left == right
+    return isinstance(right, numbers) and Decimal(left) == Decimal(right)
+
+
+@pytest.mark.django_db
+@given(batch=st.lists(upstream_records(), min_size=1, max_size=10))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+def test_a_rejected_record_is_kept_exactly_as_the_upstream_sent_it(batch):
+    run = runs.create_run(trigger="command", source_url="http://upstream.test")
+    run = pipeline.execute_run(run.pk, session=FakeUpstream(batch).session())
+    assert run.status == "succeeded", run.error
+    # What the upstream sent, read back with every digit, the way the fake writes it.
+    sent = [json.loads(encode_record(item), parse_float=Decimal, parse_int=Decimal) for item in batch]
+    rejected = IngestFailure.objects.filter(run=run).exclude(reason__in=["email_conflict", "duplicate_id"])
+    for failure in rejected:
+        assert same_json(failure.raw, as_kept(sent[failure.position - 1])), failure.position
 
 
 # Address-like text: the characters that decide the fast path (dots, dashes, digits, case,

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import requests
@@ -100,6 +101,19 @@ def test_body_nested_past_any_sane_depth_is_a_retried_malformed_page():
 
     assert retried == ["malformed"]
     assert len(page.records) == 5
+
+
+def test_an_integer_past_pythons_conversion_limit_is_read_exactly_not_a_malformed_page():
+    # int() refuses more than 4300 digits; the page is well formed and its record keeps every digit.
+    digits = "9" * 5000
+    body = b'{"data": [{"score": %b}], "total": 1, "page": 1, "limit": 10}' % digits.encode()
+    fake = FakeUpstream([], script={1: [Reply(200, body)]})
+    retried = []
+
+    page = make_client(fake, Clock(), retried).fetch_page(1)
+
+    assert retried == []
+    assert page.records == [{"score": Decimal(digits)}]
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])

@@ -55,6 +55,10 @@ def test_optional_fields_may_be_null():
         ("account_balance", Decimal("NaN"), "invalid_decimal"),
         ("account_balance", Decimal("1e20"), "invalid_decimal"),
         ("account_balance", Decimal("1e30"), "invalid_decimal"),
+        # Exponents past the decimal context's limits (Emax 999999), which abs() would trap.
+        ("account_balance", Decimal("-4.5e1000000"), "invalid_decimal"),
+        ("account_balance", Decimal("1e-2000000"), "invalid_decimal"),
+        ("account_balance", Decimal("9" * 5000), "invalid_decimal"),
         ("account_balance", 1e300, "invalid_decimal"),
         ("account_balance", float("inf"), "invalid_decimal"),
         ("account_balance", [1], "invalid_decimal"),

@@ -1,15 +1,20 @@
 """The ingestion API: start, wait, refuse overlaps, read runs and failures, resume."""
 
+import json
 import threading
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 from rest_framework.test import APIClient
 
 from customers.models import Customer
+from ingestion import pipeline, runs
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import write_dataset
+from tests.ingestion.fakes import FakeUpstream, Reply
 from tests.ingestion.workers import worker_process
 from tests.records import records
 from tests.upstream import running_mocksource
@@ -178,6 +183,27 @@ def test_run_detail_and_unknown_run(operator):
 
 
 @pytest.mark.django_db
+def test_runs_show_which_attempt_executes_them(operator):
+    run = make_run(attempt=2)
+
+    assert operator.get(f"/api/ingest/runs/{run.pk}").json()["attempt"] == 2
+    assert operator.get("/api/ingest/runs").json()["data"][0]["attempt"] == 2
+
+
+@pytest.mark.django_db
+def test_each_execution_of_a_run_is_a_new_attempt_in_the_api(operator):
+    run = runs.create_run(trigger="api", source_url="http://upstream.test")
+    session = FakeUpstream(records(3), script={1: [Reply(500)] * 6}).session()
+    assert pipeline.execute_run(run.pk, session=session).status == "failed"
+    runs.requeue(run.pk)
+    pipeline.execute_run(run.pk, session=FakeUpstream(records(3)).session())
+
+    body = operator.get(f"/api/ingest/runs/{run.pk}").json()
+
+    assert (body["status"], body["attempt"]) == ("succeeded", 2)
+
+
+@pytest.mark.django_db
 def test_failures_are_paged_and_mask_personal_data_without_permission(operator):
     run = make_run()
     raw = {"customer_id": "x", "email": "jane.doe@example.com", "phone": "+1-555-0100-7788", "first_name": "Jane"}
@@ -189,6 +215,33 @@ def test_failures_are_paged_and_mask_personal_data_without_permission(operator):
     assert body["data"][0]["raw"]["phone"] == "***88"
     trusted = client_for(user_with(*READ_PERMISSIONS, "view_personal_data", username="trusted"))
     assert trusted.get(f"/api/ingest/runs/{run.pk}/failures").json()["data"][0]["raw"]["email"] == raw["email"]
+
+
+EXACT_NUMBERS = {
+    "past-a-double's-precision": "0.1000000000000000055511151231257827",
+    "long-exact-decimal": "-12345678901234567890.123456789",
+    "below-a-double's-range": "0.0000000000000000000000000000000000000000000000000000000000000000000000000000001",
+    # Longer than Python's int-string conversion limit, as PostgreSQL writes 1e5000 back.
+    "5001-digit-integer": "1" + "0" * 5000,
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", EXACT_NUMBERS.values(), ids=EXACT_NUMBERS.keys())
+def test_failures_api_writes_raw_numbers_with_every_digit(operator, text):
+    run = make_run()
+    failure = IngestFailure.objects.create(run=run, page=1, position=1, reason="invalid_decimal", errors={})
+    with connection.cursor() as cursor:
+        raw = f'{{"account_balance": {text}, "nested": [{text}]}}'
+        cursor.execute("UPDATE ingestion_ingestfailure SET raw = %s::jsonb WHERE id = %s", [raw, failure.pk])
+
+    response = operator.get(f"/api/ingest/runs/{run.pk}/failures")
+
+    assert response.status_code == 200
+    [row] = json.loads(response.content, parse_float=Decimal, parse_int=Decimal)["data"]
+    assert row["raw"] == {"account_balance": Decimal(text), "nested": [Decimal(text)]}
+    text_of_body = response.content.decode()
+    assert f'"account_balance":{text}' in text_of_body and f"[{text}]" in text_of_body
 
 
 @pytest.mark.django_db
