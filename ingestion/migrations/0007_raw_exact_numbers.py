@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ingestion', '0005_run_attempt'),
+        ('ingestion', '0006_later_reads_win_incomplete_walks'),
     ]
 
     operations = [
