@@ -64,7 +64,7 @@ def staged_rows(alias: str, *, listed: bool = False) -> str:
 
 # The staged rows to merge: a batch of a staging table whose `outcome` the caller left NULL
 # (it marks the rows it refused). The table needs the source fields, `run_id`, `position`
-# (the order new rows are numbered in) and `outcome`.
+# (the order new rows are numbered in), `outcome` and `conflicting_customer_id`.
 def _pending(alias: str, listed: bool) -> str:
     return f"{staged_rows(alias, listed=listed)} AND {alias}.outcome IS NULL"
 
@@ -73,7 +73,10 @@ def _pending(alias: str, listed: bool) -> str:
 # giving up the email a new one takes) is first replaced by a placeholder no record can
 # have (validation refuses control characters), so the merge never holds one email twice
 # and the unique index cannot fail it. The merge then writes the real emails; both happen
-# in the caller's transaction, so no reader ever sees a placeholder.
+# in the caller's transaction, so no reader ever sees a placeholder. The caller names the
+# giver on the taking row (`conflicting_customer_id`): it has just looked the email up, so
+# nothing here probes the email index again. Only a giver whose own pending row has
+# another email is freed; any other clash still fails the statement loudly.
 EMAIL_PLACEHOLDER = "chr(1) || c.customer_id::text"
 
 
@@ -83,7 +86,9 @@ def release_sql(staged_table: str, listed: bool = False) -> str:
 UPDATE {CUSTOMERS} c
 SET email = {EMAIL_PLACEHOLDER}
 FROM {staged_table} t
-WHERE {_pending("t", listed)} AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
+WHERE {_pending("t", listed)} AND t.conflicting_customer_id IS NOT NULL
+  AND c.customer_id = t.conflicting_customer_id AND c.customer_id <> t.customer_id
+  AND lower(c.email) = lower(t.email)
   AND EXISTS (
       SELECT 1 FROM {staged_table} h
       WHERE {_pending("h", listed)} AND h.customer_id = c.customer_id AND lower(h.email) <> lower(c.email))
@@ -146,7 +151,8 @@ def merge_staged(
     """Insert or update customers from the staged rows of `run_id` at positions [first, last] (or `positions`).
 
     The rows must have distinct customer ids, and none may take an email another customer
-    keeps (the caller refuses those); an email a customer of the batch gives up is free.
+    keeps (the caller refuses those). A row may take an email a customer of the batch gives
+    up, naming that customer in `conflicting_customer_id`.
     Runs on the caller's cursor, inside the caller's transaction, and takes the write
     lock. With `dry_run` nothing is written; the counts say what would have been.
     """

@@ -37,62 +37,69 @@ STAGED = StagedCustomer._meta.db_table
 
 def _statements(listed: bool) -> dict[str, str]:
     batch = staged_rows("t", listed=listed)
-    held_by = f"""
-FROM {CUSTOMERS} c
-WHERE {batch} AND t.outcome IS NULL
-  AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
-  -- The owner keeps the email unless the batch's winning read of it has another one.
-  AND NOT EXISTS (
-      SELECT 1 FROM {STAGED} h
-      WHERE {staged_rows("h", listed=listed)} AND h.outcome IS NULL
-        AND h.customer_id = c.customer_id AND lower(h.email) <> lower(c.email))"""
     return {
         # For each row of the batch, the other reads of its id in the run up to the batch's
         # end, found through the (run, customer_id, position) index in one probe per row:
         # the cost follows the batch size, not the size of the run. Most ids are read once,
-        # so the probe finds nothing and the row is left alone.
+        # so the probe finds nothing and the row is left alone. Returned: the rows left to
+        # merge that replace a read an earlier batch merged, with that read's position.
         "repeats": f"""
-UPDATE {STAGED} t
-SET outcome = CASE WHEN {row_of("b")} IS NOT DISTINCT FROM {row_of("p")} THEN 'duplicate' ELSE 'superseded' END,
-    conflicting_customer_id = t.customer_id
-FROM {STAGED} b
-CROSS JOIN LATERAL (
-    SELECT bool_or(s.position > b.position AND {row_of("s")} IS DISTINCT FROM {row_of("b")}) AS overtaken,
-           max(s.position) FILTER (WHERE s.position < b.position) AS previous
-    FROM {STAGED} s
-    WHERE s.run_id = b.run_id AND s.customer_id = b.customer_id AND s.position <> b.position
-      AND s.position <= %(last)s
-) o
-LEFT JOIN {STAGED} p ON p.run_id = b.run_id AND p.position = o.previous
-WHERE t.id = b.id AND {staged_rows("b", listed=False)}
-  AND (o.overtaken OR {row_of("b")} IS NOT DISTINCT FROM {row_of("p")})
+WITH others AS (
+    SELECT b.id, b.position, o.overtaken, o.previous, o.merged_before
+    FROM {STAGED} b
+    CROSS JOIN LATERAL (
+        SELECT bool_or(s.position > b.position AND {row_of("s")} IS DISTINCT FROM {row_of("b")}) AS overtaken,
+               max(s.position) FILTER (WHERE s.position < b.position) AS previous,
+               max(s.position) FILTER (WHERE s.position < %(first)s AND s.outcome IS NULL) AS merged_before
+        FROM {STAGED} s
+        WHERE s.run_id = b.run_id AND s.customer_id = b.customer_id AND s.position <> b.position
+          AND s.position <= %(last)s
+    ) o
+    WHERE {staged_rows("b")} AND (o.previous IS NOT NULL OR o.overtaken)
+), marked AS (
+    UPDATE {STAGED} t
+    SET outcome = CASE WHEN {row_of("t")} IS NOT DISTINCT FROM {row_of("p")} THEN 'duplicate' ELSE 'superseded' END,
+        conflicting_customer_id = t.customer_id
+    FROM others r LEFT JOIN {STAGED} p ON p.run_id = %(run)s AND p.position = r.previous
+    WHERE t.id = r.id AND (r.overtaken OR {row_of("t")} IS NOT DISTINCT FROM {row_of("p")})
+    RETURNING t.id
+)
+SELECT r.position, r.merged_before FROM others r
+WHERE r.merged_before IS NOT NULL AND r.id NOT IN (SELECT id FROM marked)
 """,
-        # The merged read (of an earlier batch) of an id whose winning read in this batch differs.
-        "overtaken": f"""
-UPDATE {STAGED} e
-SET outcome = 'superseded', conflicting_customer_id = e.customer_id
+        # In a retry every row is the last read of its id: any merged read of it is earlier.
+        "retried_repeats": f"""
+SELECT t.position, m.position
 FROM {STAGED} t
 CROSS JOIN LATERAL (
-    SELECT s.id, {", ".join(f"s.{field}" for field in CHANGEABLE)}
-    FROM {STAGED} s
+    SELECT s.position FROM {STAGED} s
     WHERE s.run_id = t.run_id AND s.customer_id = t.customer_id AND s.position < t.position AND s.outcome IS NULL
     ORDER BY s.position DESC
     LIMIT 1
 ) m
-WHERE e.id = m.id AND {batch} AND t.outcome IS NULL AND {row_of("m")} IS DISTINCT FROM {row_of("t")}
-RETURNING e.position
+WHERE {batch} AND t.outcome IS NULL
 """,
+        # A row whose email another customer holds: refused if the owner keeps it, else
+        # marked with the owner (conflicting_customer_id, outcome still NULL), whose email
+        # the merge frees first.
         "held": f"""
 UPDATE {STAGED} t
-SET outcome = 'email_conflict', conflicting_customer_id = c.customer_id
-{held_by}
-RETURNING t.customer_id
+SET outcome = CASE WHEN EXISTS (
+        SELECT 1 FROM {STAGED} h
+        WHERE {staged_rows("h", listed=listed)} AND h.outcome IS NULL
+          AND h.customer_id = c.customer_id AND lower(h.email) <> lower(c.email)
+    ) THEN NULL ELSE 'email_conflict' END,
+    conflicting_customer_id = c.customer_id
+FROM {CUSTOMERS} c
+WHERE {batch} AND t.outcome IS NULL
+  AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
+RETURNING t.outcome, t.customer_id
 """,
-        # Again, only for the rows wanting an email of a customer whose row was just refused.
+        # A refused row's customer keeps its old email: the rows counting on it are refused too.
         "still_held": f"""
 UPDATE {STAGED} t
-SET outcome = 'email_conflict', conflicting_customer_id = c.customer_id
-{held_by} AND c.customer_id = ANY(%(refused)s)
+SET outcome = 'email_conflict'
+WHERE {batch} AND t.outcome IS NULL AND t.conflicting_customer_id = ANY(%(refused)s)
 RETURNING t.customer_id
 """,
         # Within the batch the remaining rows have distinct ids; of several sharing an email
@@ -109,6 +116,16 @@ SET outcome = 'email_conflict', conflicting_customer_id = r.first_id
 FROM ranked r
 WHERE t.id = r.id AND r.rank > 1
 RETURNING t.customer_id
+""",
+        # The merged reads that a row still left to merge replaces, if it differs from them.
+        "overtaken": f"""
+UPDATE {STAGED} e
+SET outcome = 'superseded', conflicting_customer_id = e.customer_id
+FROM unnest(%(winners)s::bigint[], %(earlier)s::bigint[]) AS w(winner, earlier)
+JOIN {STAGED} t ON t.run_id = %(run)s AND t.position = w.winner
+WHERE e.run_id = %(run)s AND e.position = w.earlier AND t.outcome IS NULL
+  AND {row_of("e")} IS DISTINCT FROM {row_of("t")}
+RETURNING e.position
 """,
         "count": f"""
 SELECT t.outcome, count(*) FROM {STAGED} t WHERE {batch} AND t.outcome IS NOT NULL GROUP BY t.outcome
@@ -130,23 +147,26 @@ def classify_batch(
 ) -> Classified:
     """Mark the refused rows of staged positions [first, last] (or `positions`); count them by outcome.
 
-    With `positions` (the end-of-walk retry of email conflicts, whose rows are each the
-    last read of their id) only the email checks run.
+    `positions` is the end-of-walk retry of email conflicts: each row is the last read of
+    its id, so the repeated-read rule has nothing to decide.
     """
     sql = _RANGE if positions is None else _LISTED
     params = {"run": run_id, "first": first, "last": last, "positions": positions}
-    if positions is None:
-        cursor.execute(sql["repeats"], params)
+    cursor.execute(sql["repeats" if positions is None else "retried_repeats"], params)
+    replacing = cursor.fetchall()
     cursor.execute(sql["held"], params)
-    refused = [row[0] for row in cursor.fetchall()]
+    refused = [customer_id for outcome, customer_id in cursor.fetchall() if outcome]
     cursor.execute(sql["shared"], params)
     refused += [row[0] for row in cursor.fetchall()]
     while refused:
         cursor.execute(sql["still_held"], params | {"refused": refused})
         refused = [row[0] for row in cursor.fetchall()]
-    # Last: a winner refused above leaves the read an earlier batch merged in place.
-    cursor.execute(sql["overtaken"], params)
-    overtaken = [row[0] for row in cursor.fetchall()]
+    overtaken = []
+    if replacing:
+        # Last: a row refused above leaves the read an earlier batch merged in place.
+        winners, earlier = map(list, zip(*replacing, strict=True))
+        cursor.execute(sql["overtaken"], params | {"winners": winners, "earlier": earlier})
+        overtaken = [row[0] for row in cursor.fetchall()]
     cursor.execute(sql["count"], params)
     return Classified(refused=dict(cursor.fetchall()), overtaken=overtaken)
 

@@ -284,6 +284,15 @@ def _swap_emails(raws: list[dict]) -> list[dict]:
     return [dict(raw, email=raws[(index + 1) % len(raws)]["email"]) for index, raw in enumerate(raws)]
 
 
+def _name_givers(run: IngestRun, raws: list[dict]) -> None:
+    """Do what the caller (ingestion.classification) does: name on each taking row who gives the email up."""
+    owners = {raw["email"]: raw["customer_id"] for raw in records(len(raws) + 1)}
+    for raw in raws:
+        StagedCustomer.objects.filter(run=run, customer_id=raw["customer_id"]).update(
+            conflicting_customer_id=owners.get(raw["email"])
+        )
+
+
 def _emails() -> dict[uuid.UUID, str]:
     return dict(Customer.objects.values_list("customer_id", "email"))
 
@@ -295,6 +304,7 @@ def test_emails_changing_hands_within_the_batch_are_applied_by_one_merge(size):
     run = new_run()
     rotated = _swap_emails(records(size))
     stage(run, [*rotated, record(size)])
+    _name_givers(run, rotated)
 
     assert merge(run) == MergeCounts(inserted=0, updated=size, unchanged=1)
     assert _emails() == {uuid.UUID(raw["customer_id"]): raw["email"] for raw in [*rotated, record(size)]}
@@ -303,10 +313,12 @@ def test_emails_changing_hands_within_the_batch_are_applied_by_one_merge(size):
 @pytest.mark.django_db
 def test_an_email_whose_owner_keeps_it_fails_the_merge_rather_than_moving_it():
     # The caller must refuse such a row (ingestion.classification does): the merge frees only
-    # emails their owner's own row in the batch gives up, never one the batch does not touch.
+    # emails their owner's own row in the batch gives up, never one the batch does not touch,
+    # even when the row names the owner.
     load(records(2))
     run = new_run()
     stage(run, [record(0, email="customer1@example.com")])
+    _name_givers(run, [record(0, email="customer1@example.com")])
 
     with pytest.raises(IntegrityError, match="customer_email_ci_unique"), transaction.atomic():
         merge(run)
@@ -318,6 +330,7 @@ def test_readers_never_see_an_email_in_between_while_a_swap_commits():
     load(records(2))
     run = new_run()
     stage(run, _swap_emails(records(2)))
+    _name_givers(run, _swap_emails(records(2)))
     seen = []
 
     def read_after_each_statement(execute, sql, params, many, context):

@@ -178,3 +178,16 @@ def test_a_failed_walk_retries_no_conflict_and_its_resume_converges(ingest, sett
     assert (resumed.status, resumed.updated, resumed.unchanged, resumed.conflicts) == ("succeeded", 2, 4, 0)
     assert_exact_copy(source)
     assert_adds_up(resumed)
+
+
+def test_a_retried_conflict_that_applies_supersedes_the_read_an_earlier_batch_merged(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 2
+    ingest(FakeUpstream(records(6)), page_size=2)
+    two_takes_five = record(2, email="customer5@example.com")
+    source = [record(2, first_name="Early"), record(1), two_takes_five, record(3), record(4)]
+    source.append(record(5, email="customer2@example.com"))
+    run = ingest(FakeUpstream(source), page_size=2)
+    assert (run.updated, run.unchanged, run.conflicts) == (3, 3, 0)
+    assert failures(run) == [("superseded", 1, 2)]
+    assert_exact_copy([*records(6), *source])
+    assert_adds_up(run)
