@@ -20,7 +20,7 @@ from django.utils import timezone
 from customers import merge
 from ingestion.classification import classify_batch
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
-from ingestion.models import IngestRun, RunStatus, StagedCustomer
+from ingestion.models import IngestRun, StagedCustomer
 from ingestion.runs import RunFenced
 from ingestion.source import page_count
 from ingestion.staging import StagedRow, stage_rows
@@ -87,7 +87,7 @@ def commit_batch(
             changes |= {"last_committed_page": batch.last_page, **batch.expectations()}
         new_retries, retries_by_reason = retries
         # Only while this execution owns the run; otherwise the whole batch rolls back.
-        owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
+        owned = IngestRun.objects.owned_by(run.pk, run.attempt).update(
             **changes, retries=F("retries") + new_retries, retries_by_reason=retries_by_reason, heartbeat_at=now
         )
         if not owned:
