@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from ingestion.models import IngestFailure, IngestRun, StagedCustomer
-from ingestion.retention import prune
+from ingestion.retention import Pruned, prune
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +38,15 @@ def test_prune_keeps_what_a_resume_or_a_reader_still_needs():
     assert set(StagedCustomer.objects.values_list("run_id", flat=True)) == {new_failed.pk}
     assert set(IngestFailure.objects.values_list("run_id", flat=True)) == {new_success.pk, new_failed.pk}
     assert IngestRun.objects.count() == 4
+
+
+def test_prune_keeps_a_cancelled_runs_staging_for_its_resume_until_the_cutoff():
+    old_cancelled, new_cancelled = make_run("cancelled", 40), make_run("cancelled", 1)
+    for run in (old_cancelled, new_cancelled):
+        add_rows(run)
+
+    assert prune(days=30) == Pruned(staged=3, failures=3)
+    assert set(StagedCustomer.objects.values_list("run_id", flat=True)) == {new_cancelled.pk}
 
 
 def test_prune_command_reports_what_it_deleted():

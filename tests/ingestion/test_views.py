@@ -214,7 +214,9 @@ def test_resuming_a_succeeded_run_is_409(operator):
     run = make_run(status="succeeded")
     response = operator.post(f"/api/ingest/runs/{run.pk}/resume")
     assert response.status_code == 409
-    assert "only failed or abandoned runs can be resumed" in response.json()["detail"]
+    assert response.json() == {
+        "detail": f"Run {run.pk} is succeeded; only failed, abandoned or cancelled runs can be resumed."
+    }
 
 
 @pytest.mark.django_db
