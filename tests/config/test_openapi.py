@@ -65,7 +65,7 @@ def test_resume_documents_both_conflict_bodies(schema):
     responses = schema["paths"]["/api/ingest/runs/{id}/resume"]["post"]["responses"]
 
     assert {"200", "202", "400", "404", "409"} <= set(responses)
-    # A run that is neither failed nor abandoned is refused with a `detail` alone.
+    # A run that is not failed, abandoned or cancelled is refused with a `detail` alone.
     assert component(schema, json_schema(responses["409"]))["required"] == ["detail"]
 
 
