@@ -1,9 +1,10 @@
-"""Admin for pipeline records: read-only, tuned for large tables, one button that starts a run."""
+"""Admin for pipeline records: read-only, tuned for large tables; buttons that start a run and cancel one."""
 
 import json
 import uuid
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
@@ -12,7 +13,8 @@ from django.utils.html import format_html
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
 from ingestion import runs, tasks
-from ingestion.models import IngestFailure, IngestRun, RunTrigger
+from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
+from ingestion.reporting import cancelled_keeps
 from ingestion.serializers import PERSONAL_FIELDS, mask
 
 
@@ -25,6 +27,7 @@ class IngestRunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "trigger", "dry_run"]
     ordering = ["-id"]
     change_list_template = "admin/ingestion/ingestrun/change_list.html"
+    change_form_template = "admin/ingestion/ingestrun/change_form.html"
     readonly_fields = [field.name for field in IngestRun._meta.fields] + ["failures_link"]
 
     @admin.display(description="pages")
@@ -39,7 +42,10 @@ class IngestRunAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         run_now = path("run-now/", self.admin_site.admin_view(self.run_now_view), name="ingestion_ingestrun_run_now")
-        return [run_now, *super().get_urls()]
+        cancel = path(
+            "<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="ingestion_ingestrun_cancel"
+        )
+        return [run_now, cancel, *super().get_urls()]
 
     def run_now_view(self, request):
         """The "Run ingestion now" button: queue a run for the worker, then back to the list."""
@@ -54,6 +60,30 @@ class IngestRunAdmin(ReadOnlyAdmin):
         else:
             self.message_user(request, f"Run {run.pk} queued; a worker will pick it up.", messages.SUCCESS)
         return redirect("admin:ingestion_ingestrun_changelist")
+
+    def cancel_view(self, request, object_id):
+        """The "Cancel run" button on a queued or running run's page: cancel it, then back to its page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("ingestion.start_ingestion"):
+            raise PermissionDenied
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        try:
+            run = runs.cancel(run.pk, by=f"admin user {request.user.get_username()}")
+        except runs.RunRefused as refused:
+            self.message_user(request, str(refused), messages.WARNING)
+        else:
+            self.message_user(request, f"Run {run.pk} cancelled; it keeps {cancelled_keeps(run)}.", messages.SUCCESS)
+        return redirect("admin:ingestion_ingestrun_change", run.pk)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, unquote(object_id))
+        may_cancel = (
+            run is not None and run.status in ACTIVE_STATUSES and request.user.has_perm("ingestion.start_ingestion")
+        )
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "may_cancel": may_cancel})
 
     def changelist_view(self, request, extra_context=None):
         may_start = request.user.has_perm("ingestion.start_ingestion")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from customers import merge
 from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
-from ingestion.models import FailureReason, IngestFailure, IngestRun, RunStatus, StagedCustomer
+from ingestion.models import FailureReason, IngestFailure, IngestRun, StagedCustomer
 from ingestion.runs import RunFenced
 from ingestion.source import page_count
 from ingestion.staging import StagedRow, stage_rows
@@ -99,7 +99,7 @@ def commit_batch(
                 changes["total_changed"] = True
         new_retries, retries_by_reason = retries
         # Only while this execution owns the run; otherwise the whole batch rolls back.
-        owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
+        owned = IngestRun.objects.owned_by(run.pk, run.attempt).update(
             **changes, retries=F("retries") + new_retries, retries_by_reason=retries_by_reason, heartbeat_at=now
         )
         if not owned:
@@ -179,7 +179,7 @@ def retry_conflicts(run: IngestRun) -> IngestRun:
         applied = merged.inserted + merged.updated + merged.unchanged
         if applied + classified.refused.get("email_conflict", 0) != len(positions):
             raise AssertionError(f"Retried conflicts of run {run.pk} do not add up: {classified}, {merged}")
-        owned = IngestRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempt=run.attempt).update(
+        owned = IngestRun.objects.owned_by(run.pk, run.attempt).update(
             conflicts=F("conflicts") - applied,
             inserted=F("inserted") + merged.inserted,
             updated=F("updated") + merged.updated,

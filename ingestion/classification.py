@@ -29,7 +29,7 @@ inserted, updated or unchanged.
 
 from dataclasses import dataclass
 
-from customers.merge import CHANGEABLE, CUSTOMERS, row_of, staged_rows
+from customers.merge import CUSTOMERS, row_of, staged_rows
 from ingestion.models import IngestFailure, StagedCustomer
 
 STAGED = StagedCustomer._meta.db_table

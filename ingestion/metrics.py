@@ -68,7 +68,7 @@ class IngestionCollector:
         duration_sum = totals["duration_sum"]
         yield SummaryMetricFamily(
             "ingestion_run_duration_seconds",
-            "Start to finish of finished runs (succeeded, failed or abandoned).",
+            "Start to finish of finished runs (succeeded, failed, abandoned or cancelled once started).",
             count_value=totals["duration_count"],
             sum_value=duration_sum.total_seconds() if duration_sum else 0,
         )

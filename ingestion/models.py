@@ -12,9 +12,12 @@ class RunStatus(models.TextChoices):
     INCOMPLETE = "incomplete"
     FAILED = "failed"
     ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# Stopped before the end, keeping every batch committed: a resume continues after the last one.
+RESUMABLE_STATUSES = (RunStatus.FAILED, RunStatus.ABANDONED, RunStatus.CANCELLED)
 
 
 class RunTrigger(models.TextChoices):
@@ -44,6 +47,10 @@ class FailureReason(models.TextChoices):
 class IngestRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
+
+    def owned_by(self, run_id: int, attempt: int):
+        """The run while it is still running under `attempt`: every write of an execution is conditional on it."""
+        return self.filter(pk=run_id, status=RunStatus.RUNNING, attempt=attempt)
 
 
 class IngestRun(models.Model):

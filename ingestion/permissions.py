@@ -2,10 +2,10 @@ from rest_framework.permissions import BasePermission
 
 
 class CanStartIngestion(BasePermission):
-    """Starting or resuming a run needs `ingestion.start_ingestion` (superusers have it;
+    """Starting, resuming or cancelling a run needs `ingestion.start_ingestion` (superusers have it;
     `create_api_token --staff` grants it to the staff accounts it makes)."""
 
-    message = "Starting or resuming an ingestion needs the 'start ingestion' permission."
+    message = "Starting, resuming or cancelling an ingestion needs the 'start ingestion' permission."
 
     def has_permission(self, request, view):
         user = request.user

@@ -9,15 +9,17 @@
     -> finish the run as succeeded, incomplete when the upstream's total moved under
        the walk (runs.verdict), or failed with the error (runs).
 
-A heartbeat (runs.heartbeat) keeps the run alive meanwhile. Because a batch and the
-run's progress commit together, a run that stops anywhere can be resumed after its last
-committed page (`resume`) and ends exactly as an uninterrupted run.
+A heartbeat (runs.heartbeat) keeps the run alive meanwhile, and each page first checks
+that the run is still this execution's (runs.ensure_owned): a cancelled run stops there.
+Because a batch and the run's progress commit together, a run that stops anywhere can be
+resumed after its last committed page (`resume`) and ends exactly as an uninterrupted run.
 """
 
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 
 import requests
 from django.conf import settings
@@ -44,14 +46,14 @@ def ingest(
     on_step: StepObserver | None = None,
 ) -> IngestRun:
     """Create a run and execute it in this process."""
-    run = runs.create_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run)
-    return execute_run(run.pk, progress=progress, on_step=on_step)
+    with runs.foreground_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run) as run:
+        return execute_run(run.pk, progress=progress, on_step=on_step)
 
 
 def resume(run_id: int, *, progress: Progress | None = None) -> IngestRun:
-    """Requeue a failed or abandoned run and execute it in this process, after its last committed page."""
-    runs.requeue(run_id)
-    return execute_run(run_id, progress=progress)
+    """Requeue a failed, abandoned or cancelled run and execute it in this process, after its last committed page."""
+    with runs.foreground_resume(run_id):
+        return execute_run(run_id, progress=progress)
 
 
 def execute_run(
@@ -71,9 +73,10 @@ def execute_run(
         try:
             return _execute(run, progress=progress, session=session, on_step=on_step)
         except runs.RunFenced:
-            # Abandoned and taken over while this process was stalled: the run is not ours to finish.
-            logger.warning("run taken over elsewhere; this execution stops", extra={"run_id": run_id})
-            return IngestRun.objects.get(pk=run_id)
+            # Cancelled, or abandoned and taken over while this process was stalled: not ours to finish.
+            run = IngestRun.objects.get(pk=run_id)
+            logger.warning("run no longer ours; this execution stops", extra={"run_id": run_id, "status": run.status})
+            return run
 
 
 def _execute(
@@ -96,9 +99,11 @@ def _execute(
     batch = Batch(first_position=run.fetched + 1)
     logger.info("run started", extra={"run_id": run_id, "page": run.last_committed_page + 1})
     try:
-        with runs.heartbeat(run_id, attempt):
+        first = run.last_committed_page + 1
+        with runs.heartbeat(run_id, attempt), closing(fetch_pages(client, first=first, prepare=validate_page)) as pages:
             try:
-                for page in fetch_pages(client, first=run.last_committed_page + 1, prepare=validate_page):
+                for page in pages:
+                    runs.ensure_owned(run)
                     batch.add(page)
                     if batch.size >= settings.INGESTION_BATCH_SIZE:
                         run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)

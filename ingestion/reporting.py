@@ -1,6 +1,6 @@
 """Human-readable one-liners about a run, for the command line and logs."""
 
-from ingestion.models import IngestRun
+from ingestion.models import IngestRun, RunStatus
 
 _BAR_WIDTH = 30
 
@@ -18,9 +18,8 @@ def progress_line(run: IngestRun) -> str:
 def summary_line(run: IngestRun) -> str:
     """`Run 7 succeeded in 2.1 s: fetched 10,050 = inserted 9,950 + ...`"""
     counters = " + ".join(f"{name} {value:,}" for name, value in run.counters().items() if name != "fetched")
-    duration = f"{run.duration_seconds:.1f} s" if run.duration_seconds is not None else "no time"
     line = (
-        f"Run {run.pk} {run.status} in {duration}: fetched {run.fetched:,} = {counters}; "
+        f"{_headline(run)}: fetched {run.fetched:,} = {counters}; "
         f"pages {run.pages_done}/{run.pages_expected or 0}; retries {run.retries}"
     )
     if run.dry_run:
@@ -28,3 +27,18 @@ def summary_line(run: IngestRun) -> str:
     if run.error:
         line += f". Error: {run.error}"
     return line
+
+
+def cancelled_keeps(run: IngestRun) -> str:
+    """`the 3 pages (300 records) it committed`: what a cancelled run keeps for its resume."""
+    pages = "page" if run.pages_done == 1 else "pages"
+    return f"the {run.pages_done:,} {pages} ({run.fetched:,} records) it committed"
+
+
+def _headline(run: IngestRun) -> str:
+    seconds = run.duration_seconds
+    if run.status == RunStatus.CANCELLED:
+        return f"Run {run.pk} was cancelled " + (
+            f"after {seconds:.1f} s" if seconds is not None else "before it started"
+        )
+    return f"Run {run.pk} {run.status} in " + (f"{seconds:.1f} s" if seconds is not None else "no time")

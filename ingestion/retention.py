@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from ingestion.models import IngestFailure, IngestRun, RunStatus, StagedCustomer
+from ingestion.models import RESUMABLE_STATUSES, IngestFailure, IngestRun, RunStatus, StagedCustomer
 
 BATCH = 10_000
 
@@ -26,13 +26,13 @@ class Pruned:
 def prune(*, days: int | None = None, now=None) -> Pruned:
     """Delete old failures, and staging no run needs: of runs nothing resumes, and of runs finished before the cutoff.
 
-    Succeeded and incomplete runs are never resumed; a failed or abandoned one may be, until the cutoff.
+    Succeeded and incomplete runs are never resumed; a failed, abandoned or cancelled one may be, until the cutoff.
     """
     days = settings.INGESTION_RETENTION_DAYS if days is None else days
     cutoff = (now or timezone.now()) - timedelta(days=days)
     done_with_staging = IngestRun.objects.filter(
         Q(status__in=[RunStatus.SUCCEEDED, RunStatus.INCOMPLETE])
-        | Q(finished_at__lt=cutoff, status__in=[RunStatus.FAILED, RunStatus.ABANDONED])
+        | Q(finished_at__lt=cutoff, status__in=RESUMABLE_STATUSES)
     )
     staged = _delete_in_batches(StagedCustomer.objects.filter(run__in=done_with_staging))
     failures = _delete_in_batches(IngestFailure.objects.filter(run__finished_at__lt=cutoff))

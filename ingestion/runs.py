@@ -1,30 +1,35 @@
-"""The life of an `IngestRun` row: create, mark running, keep alive, finish, requeue, abandon.
+"""The life of an `IngestRun` row: create, mark running, keep alive, finish, cancel, requeue, abandon.
 
 Status changes are single conditional UPDATEs, so two processes can never both move
 the same run (for example two workers picking up one resumed run). Each start of a run
 is a new `attempt`; the execution's batch commits, heartbeats and finish apply only while
-the run is still running under that attempt, so an execution that lost its run (it was
-abandoned and resumed elsewhere) stops at its next commit and never changes its status.
+the run is still running under that attempt (`IngestRun.objects.owned_by`), so an execution
+that lost its run (it was cancelled, or abandoned and resumed elsewhere) stops at its next
+page (`ensure_owned`) or commit and never changes its status.
 
 While a run executes, its process holds the run's execution lock (a session advisory
 lock, released by PostgreSQL the moment the process or its connection dies) and a
-heartbeat thread touches the run. `abandon_stale_runs` abandons a run only when both its
-heartbeat is stale and nobody holds that lock, so a live run is never abandoned.
+heartbeat thread touches the run. `abandon_stale_runs` abandons a running run only when both
+its heartbeat is stale and nobody holds that lock, and a queued run only when no live job
+will execute it and nobody holds that lock, so a live run is never abandoned. A run this
+process executes itself has no job: `foreground_run` and `foreground_resume` hold its lock
+from the moment it is queued.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ingestion.models import ACTIVE_STATUSES, IngestRun, RunStatus
+from ingestion import jobs
+from ingestion.models import ACTIVE_STATUSES, RESUMABLE_STATUSES, IngestRun, RunStatus
 from ingestion.source_url import SourceURLRefused, check_source_url
 
 logger = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ class RunRefused(Exception):
 
 
 class RunFenced(Exception):
-    """This execution no longer owns its run: it was abandoned, and perhaps resumed, elsewhere."""
+    """This execution no longer owns its run: it was cancelled, or abandoned and perhaps resumed elsewhere."""
 
 
 # Two-key advisory locks (this class, the run id): a key space apart from customers' write lock.
@@ -53,6 +58,26 @@ def create_run(
     *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False
 ) -> IngestRun:
     """Create a queued run; refuse when another run is queued or running."""
+    return _create(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run, hold=False)
+
+
+@contextmanager
+def foreground_run(**options) -> Iterator[IngestRun]:
+    """`create_run` for a run this process executes itself, holding the run's execution lock for the block.
+
+    Such a run has no job. The lock is taken in the transaction that inserts the run, so no other
+    process ever sees it queued, without a live job and unheld, and abandons it as orphaned.
+    """
+    run = _create(**options, hold=True)
+    try:
+        yield run
+    finally:
+        _unlock_execution(run.pk)
+
+
+def _create(
+    *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False, hold: bool
+) -> IngestRun:
     page_size = settings.INGESTION_PAGE_SIZE if page_size is None else page_size
     if not 1 <= page_size <= 100:
         raise RunRefused(f"Page size must be between 1 and 100, not {page_size}.")
@@ -65,12 +90,16 @@ def create_run(
     abandon_stale_runs()
     try:
         with transaction.atomic():
-            return IngestRun.objects.create(
+            run = IngestRun.objects.create(
                 trigger=trigger,
                 source_url=source_url,
                 page_size=page_size,
                 dry_run=dry_run,
             )
+            # A session lock: it outlives this transaction. Nobody else can hold a new run's id.
+            if hold and not _try_execution_lock(connection, run.pk):
+                raise RunRefused(f"Run {run.pk} is being executed by another process.")
+            return run
     except IntegrityError as exc:
         if "ingestrun_one_active" not in str(exc):
             raise
@@ -84,6 +113,8 @@ def mark_running(run_id: int) -> IngestRun:
         status=RunStatus.RUNNING, heartbeat_at=now, error="", attempt=F("attempt") + 1
     )
     if not moved:
+        if IngestRun.objects.filter(pk=run_id, status=RunStatus.CANCELLED).exists():
+            raise RunRefused(f"Run {run_id} was cancelled, so it does not start.")
         raise RunRefused(f"Run {run_id} is not queued, so it cannot start.")
     IngestRun.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
     return IngestRun.objects.get(pk=run_id)
@@ -95,9 +126,7 @@ def mark_finished(run_id: int, status: str, error: str = "", *, attempt: int | N
     With `attempt`, only while the run is still running under that attempt: an execution
     that lost its run cannot overwrite what happened to it since.
     """
-    runs = IngestRun.objects.filter(pk=run_id)
-    if attempt is not None:
-        runs = runs.filter(status=RunStatus.RUNNING, attempt=attempt)
+    runs = IngestRun.objects.filter(pk=run_id) if attempt is None else IngestRun.objects.owned_by(run_id, attempt)
     moved = runs.update(status=status, error=error[:10000], finished_at=timezone.now())
     run = IngestRun.objects.get(pk=run_id)
     if moved:
@@ -130,17 +159,51 @@ def verdict(run: IngestRun) -> tuple[str, str]:
     return RunStatus.SUCCEEDED, ""
 
 
+def ensure_owned(run: IngestRun) -> None:
+    """Raise `RunFenced` unless the run is still running under this execution's attempt.
+
+    One primary-key read; the page loop asks once a page, so a cancelled run stops at its next
+    page instead of fetching and writing a whole batch that its fenced commit would roll back.
+    """
+    if not IngestRun.objects.owned_by(run.pk, run.attempt).exists():
+        raise RunFenced(f"Run {run.pk} is no longer running under attempt {run.attempt}.")
+
+
+def cancel(run_id: int, *, by: str) -> IngestRun:
+    """Cancel a queued or running run, and its job if no worker has taken it yet; return the run.
+
+    A running run's execution finds its run cancelled at its next page or commit and stops; every
+    batch it committed stays, and a resume continues after them. `by` says who, for the error text.
+    """
+    with transaction.atomic():
+        moved = (
+            IngestRun.objects.active()
+            .filter(pk=run_id)
+            .update(status=RunStatus.CANCELLED, finished_at=timezone.now(), error=f"Cancelled by {by}.")
+        )
+        if not moved:
+            run = IngestRun.objects.filter(pk=run_id).first()
+            if run is None:
+                raise RunRefused(f"Run {run_id} does not exist.")
+            raise RunRefused(f"Run {run_id} is {run.status}; only queued or running runs can be cancelled.")
+        for job_id in jobs.cancel_waiting(run_id):
+            logger.info("job cancelled", extra={"run_id": run_id, "job_id": job_id})
+    logger.warning("run cancelled", extra={"run_id": run_id})
+    return IngestRun.objects.get(pk=run_id)
+
+
 @contextmanager
 def execution_lock(run_id: int) -> Iterator[None]:
-    """Hold the run's execution lock on this connection for the block; refuse if another process holds it."""
+    """Hold the run's execution lock on this connection for the block; refuse if another process holds it.
+
+    Re-entrant within one connection, as PostgreSQL's advisory locks are: each hold is released once.
+    """
     if not _try_execution_lock(connection, run_id):
         raise RunRefused(f"Run {run_id} is being executed by another process.")
     try:
         yield
     finally:
-        # A broken connection has released it already.
-        with suppress(DatabaseError), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
+        _unlock_execution(run_id)
 
 
 def _try_execution_lock(on, run_id: int) -> bool:
@@ -149,12 +212,53 @@ def _try_execution_lock(on, run_id: int) -> bool:
         return cursor.fetchone()[0]
 
 
+def _unlock_execution(run_id: int) -> None:
+    # A broken connection has released it already.
+    with suppress(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
+
+
 def requeue(run_id: int) -> IngestRun:
-    """Queue a failed or abandoned run again; it continues after its last committed page."""
+    """Queue a failed, abandoned or cancelled run again; it continues after its last committed page."""
+    run = _requeue(run_id)
+    _unlock_execution(run_id)
+    return run
+
+
+@contextmanager
+def foreground_resume(run_id: int) -> Iterator[IngestRun]:
+    """`requeue` for a run this process executes itself, holding its execution lock for the block.
+
+    As with `foreground_run`: the requeued run has no job, so nobody else may see it unheld.
+    """
+    run = _requeue(run_id)
+    try:
+        yield run
+    finally:
+        _unlock_execution(run_id)
+
+
+def _requeue(run_id: int) -> IngestRun:
+    """Requeue the run and return it holding its execution lock (released here if refused)."""
     abandon_stale_runs()
+    # A cancelled run's execution goes on until its next page. Queued again meanwhile, its new
+    # job would find the run held, skip it, and leave it queued for nobody.
+    if not _try_execution_lock(connection, run_id):
+        raise RunRefused(
+            f"Run {run_id} is still being executed by another process; a cancelled run stops at its next page, "
+            "so try again in a moment."
+        )
+    try:
+        return _requeue_held(run_id)
+    except BaseException:
+        _unlock_execution(run_id)
+        raise
+
+
+def _requeue_held(run_id: int) -> IngestRun:
     try:
         with transaction.atomic():
-            moved = IngestRun.objects.filter(pk=run_id, status__in=[RunStatus.FAILED, RunStatus.ABANDONED]).update(
+            moved = IngestRun.objects.filter(pk=run_id, status__in=RESUMABLE_STATUSES).update(
                 status=RunStatus.QUEUED, finished_at=None
             )
     except IntegrityError:
@@ -163,35 +267,46 @@ def requeue(run_id: int) -> IngestRun:
         run = IngestRun.objects.filter(pk=run_id).first()
         if run is None:
             raise RunRefused(f"Run {run_id} does not exist.")
-        raise RunRefused(f"Run {run_id} is {run.status}; only failed or abandoned runs can be resumed.")
+        raise RunRefused(f"Run {run_id} is {run.status}; only failed, abandoned or cancelled runs can be resumed.")
     return IngestRun.objects.get(pk=run_id)
 
 
 def abandon_stale_runs(*, stale_after: timedelta | None = None) -> list[int]:
-    """Mark running runs whose heartbeat stopped and whose process is gone as abandoned; return their ids."""
+    """Abandon the runs nobody will execute; return their ids.
+
+    A running run whose heartbeat is older than `stale_after`, and a queued run without a job
+    that is waiting or executing (it was deleted, failed or cancelled), each only while no
+    process holds its execution lock.
+    """
     if stale_after is None:
         stale_after = timedelta(seconds=settings.INGESTION_ABANDON_AFTER_SECONDS)
-    cutoff = timezone.now() - stale_after
-    stale = list(
-        IngestRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
-    )
+    silent = IngestRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=timezone.now() - stale_after)
+    orphaned = IngestRun.objects.filter(~jobs.has_live_job(), status=RunStatus.QUEUED)
+    seconds = int(stale_after.total_seconds())
+    return [
+        *_abandon(silent, lambda run_id: f"No heartbeat for {seconds} s: the process running it stopped."),
+        *_abandon(orphaned, lambda run_id: f"Queued, but {jobs.gone(run_id)}: nothing would ever execute it."),
+    ]
+
+
+def _abandon(candidates: QuerySet, error: Callable[[int], str]) -> list[int]:
     abandoned = []
-    for run_id in stale:
-        # Taking the lock proves no live process executes the run (a paused one still holds it).
+    for run_id in candidates.values_list("pk", flat=True):
+        # Taking the lock proves no live process executes the run (a paused one still holds it),
+        # nor is about to execute a run it queued itself.
         if not _try_execution_lock(connection, run_id):
-            logger.warning("run heartbeat stale, its process alive: not abandoned", extra={"run_id": run_id})
+            logger.warning("run looks dead, but a live process holds it: not abandoned", extra={"run_id": run_id})
             continue
         try:
-            IngestRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-                status=RunStatus.ABANDONED,
-                finished_at=timezone.now(),
-                error=f"No heartbeat for {int(stale_after.total_seconds())} s: the process running it stopped.",
+            # The same conditions again: the run may have moved since it was listed.
+            moved = candidates.filter(pk=run_id).update(
+                status=RunStatus.ABANDONED, finished_at=timezone.now(), error=error(run_id)
             )
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [EXECUTION_LOCK_CLASS, run_id])
-        abandoned.append(run_id)
-        logger.warning("run abandoned", extra={"run_id": run_id})
+            _unlock_execution(run_id)
+        if moved:
+            abandoned.append(run_id)
+            logger.warning("run abandoned", extra={"run_id": run_id})
     return abandoned
 
 
@@ -232,9 +347,7 @@ class heartbeat:
         try:
             while not self.stop.wait(settings.INGESTION_HEARTBEAT_SECONDS):
                 try:
-                    IngestRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempt=self.attempt).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    IngestRun.objects.owned_by(self.run_id, self.attempt).update(heartbeat_at=timezone.now())
                 except DatabaseError as exc:
                     logger.warning("heartbeat failed", extra={"run_id": self.run_id, "reason": type(exc).__name__})
                     connection.close()

@@ -1,8 +1,9 @@
 """Background doors onto the pipeline, on procrastinate (jobs live in PostgreSQL).
 
 A run row and its job are created in one transaction: either both exist or neither,
-so a queued run always has a job and a job always has its run. The job's `lock`
-makes workers on any number of machines run ingestions one after another.
+so a run queued here always has a job and a job always has its run (a queued run whose
+job is gone is abandoned by `runs.abandon_stale_runs`). The job's `lock` makes workers on
+any number of machines run ingestions one after another.
 """
 
 import logging
@@ -16,7 +17,7 @@ from django.utils import timezone
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
-from ingestion import pipeline, retention, runs
+from ingestion import jobs, pipeline, retention, runs
 from ingestion.models import IngestRun, RunStatus, RunTrigger
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ def _job_connection():
         connection.close()
 
 
-@app.task(name="ingestion.execute_run", queue=QUEUE, lock="ingestion-run")
+@app.task(name=jobs.EXECUTE_RUN_TASK, queue=QUEUE, lock="ingestion-run")
 def execute_run_job(run_id: int) -> None:
     with _job_connection():
         try:
             pipeline.execute_run(run_id)
         except runs.RunRefused as exc:
-            # The run was resumed or finished elsewhere meanwhile; nothing to do.
+            # The run was cancelled, resumed or finished elsewhere meanwhile; nothing to do.
             logger.warning("job skipped", extra={"run_id": run_id, "reason": str(exc)})
 
 
@@ -56,7 +57,7 @@ def start_in_background(
 
 
 def resume_in_background(run_id: int) -> IngestRun:
-    """Queue a failed or abandoned run again, with its job, atomically."""
+    """Queue a failed, abandoned or cancelled run again, with its job, atomically."""
     with transaction.atomic():
         run = runs.requeue(run_id)
         execute_run_job.defer(run_id=run.pk)

@@ -1,4 +1,4 @@
-"""HTTP doors onto the pipeline: start, resume and read runs and their failures."""
+"""HTTP doors onto the pipeline: start, resume, cancel and read runs and their failures."""
 
 from django.conf import settings
 from django.urls import reverse
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from api.pagination import PageLimitPagination
 from api.permissions import ViewModelPermission
 from api.renderers import exact_decimal_renderers
+from api.schema import ErrorSerializer
 from ingestion import runs, tasks
 from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
 from ingestion.permissions import CanStartIngestion
@@ -102,7 +103,7 @@ class IngestView(APIView):
     ),
 )
 class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Runs, newest first, with their failures; failed or abandoned runs can be resumed."""
+    """Runs, newest first, with their failures; queued or running runs can be cancelled, stopped ones resumed."""
 
     queryset = IngestRun.objects.order_by("-id")
     lookup_value_regex = "[^/]+"  # a malformed id gets the JSON 404, not Django's HTML one
@@ -113,7 +114,7 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     throttle_scope = "reads"
 
     def get_permissions(self):
-        if self.action == "resume":
+        if self.action in ("resume", "cancel"):
             return [CanStartIngestion()]
         return super().get_permissions()
 
@@ -141,7 +142,7 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         return self.get_paginated_response(IngestFailureSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
-        summary="Resume a failed or abandoned run",
+        summary="Resume a failed, abandoned or cancelled run",
         description="The run continues after its last committed page.",
         request=None,
         parameters=[_WAIT],
@@ -149,7 +150,9 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             200: OpenApiResponse(IngestRunSerializer, description="Finished within `wait` seconds."),
             202: OpenApiResponse(IngestRunSerializer, description="Queued again; see the Location header."),
             409: OpenApiResponse(
-                _RESUME_CONFLICT, description="Another run is active, or this run is neither failed nor abandoned."
+                _RESUME_CONFLICT,
+                description="Another run is active, or this run is not failed, abandoned or cancelled, "
+                "or its cancelled execution has not stopped yet.",
             ),
         },
     )
@@ -165,3 +168,24 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         except runs.RunRefused as refused:
             return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
         return _accepted(request, run, params.validated_data.get("wait"))
+
+    @extend_schema(
+        summary="Cancel a queued or running run",
+        description=(
+            "A queued run never starts. A running run stops at its next page and keeps every batch it committed; "
+            "the counters in the answer are final, and a resume continues after them."
+        ),
+        request=None,
+        responses={
+            200: OpenApiResponse(IngestRunSerializer, description="The run, now cancelled."),
+            409: OpenApiResponse(ErrorSerializer, description="The run is neither queued nor running."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = runs.cancel(run.pk, by=f"API user {request.user.get_username()}")
+        except runs.RunRefused as refused:
+            return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
+        return Response(IngestRunSerializer(run).data)

@@ -4,6 +4,7 @@ The embedded server listens on a Unix socket that dj-database-url keeps in OPTIO
 (`host`), not in HOST, so both places are read.
 """
 
+import threading
 from urllib.parse import quote, urlencode
 
 from django.db import connection
@@ -32,3 +33,27 @@ def subprocess_database_url() -> str:
 def side_connection_kwargs() -> dict:
     """Keyword arguments for `psycopg.connect` to this test's database."""
     return {key: value for key, value in _target().items() if value}
+
+
+def in_another_session(function):
+    """Call `function` on a thread of its own, so on a database session of its own; return its result.
+
+    That session is as apart as another process's: it holds none of this one's advisory locks.
+    Only committed rows are visible there: use it in `django_db(transaction=True)` tests.
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["result"] = function()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

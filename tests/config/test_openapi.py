@@ -10,6 +10,7 @@ INGESTION_OPERATIONS = [
     ("get", "/api/ingest/runs/{id}"),
     ("get", "/api/ingest/runs/{id}/failures"),
     ("post", "/api/ingest/runs/{id}/resume"),
+    ("post", "/api/ingest/runs/{id}/cancel"),
 ]
 LIST_OPERATIONS = [
     ("/api/customers", "Customer"),
@@ -64,7 +65,7 @@ def test_resume_documents_both_conflict_bodies(schema):
     responses = schema["paths"]["/api/ingest/runs/{id}/resume"]["post"]["responses"]
 
     assert {"200", "202", "400", "404", "409"} <= set(responses)
-    # A run that is neither failed nor abandoned is refused with a `detail` alone.
+    # A run that is not failed, abandoned or cancelled is refused with a `detail` alone.
     assert component(schema, json_schema(responses["409"]))["required"] == ["detail"]
 
 
@@ -74,6 +75,16 @@ def test_a_run_documents_its_attempt_as_read_only(schema):
     assert run["properties"]["attempt"]["type"] == "integer"
     assert run["properties"]["attempt"]["readOnly"] is True
     assert "attempt" in run["required"]
+
+
+def test_cancel_documents_the_run_and_a_conflict_with_a_detail(schema):
+    operation = schema["paths"]["/api/ingest/runs/{id}/cancel"]["post"]
+
+    assert {"200", "401", "403", "404", "409", "429"} <= set(operation["responses"])
+    assert "400" not in operation["responses"]  # it takes no parameters
+    assert json_schema(operation["responses"]["200"]) == {"$ref": "#/components/schemas/IngestRun"}
+    assert component(schema, json_schema(operation["responses"]["409"]))["required"] == ["detail"]
+    assert "cancelled" in schema["components"]["schemas"]["StatusEnum"]["enum"]
 
 
 @pytest.mark.parametrize(("path", "item"), LIST_OPERATIONS)
@@ -87,7 +98,12 @@ def test_list_operations_answer_the_page_envelope(schema, path, item):
 
 
 @pytest.mark.parametrize(
-    ("method", "path"), [(method, path) for method, path in INGESTION_OPERATIONS if path != "/api/ingest/runs/{id}"]
+    ("method", "path"),
+    [
+        (method, path)
+        for method, path in INGESTION_OPERATIONS
+        if path not in ("/api/ingest/runs/{id}", "/api/ingest/runs/{id}/cancel")
+    ],
 )
 def test_bad_parameters_answer_the_validation_error_shape(schema, method, path):
     error = component(schema, json_schema(schema["paths"][path][method]["responses"]["400"]))

@@ -27,13 +27,18 @@ class Reply:
 
 
 class FakeUpstream(BaseAdapter):
-    """Serves `records` as pages; `script[page]` holds replies to give before the real page."""
+    """Serves `records` as pages; `script[page]` holds replies to give before the real page.
 
-    def __init__(self, records: list, *, script: dict | None = None, total=None):
+    `on_request(page)` is called before each request is answered, on the thread that sent it
+    (page 1 on the run's own thread, later pages on the fetch threads).
+    """
+
+    def __init__(self, records: list, *, script: dict | None = None, total=None, on_request=None):
         super().__init__()
         self.records = records
         self.script = defaultdict(list, {page: list(replies) for page, replies in (script or {}).items()})
         self.total = total
+        self.on_request = on_request
         self.calls: list[int] = []
 
     def session(self) -> requests.Session:
@@ -45,6 +50,8 @@ class FakeUpstream(BaseAdapter):
         query = parse_qs(urlsplit(request.url).query)
         page, limit = int(query["page"][0]), int(query["limit"][0])
         self.calls.append(page)
+        if self.on_request is not None:
+            self.on_request(page)
         if self.script[page]:
             reply = self.script[page].pop(0)
             if reply.error is not None:

@@ -108,3 +108,72 @@ def test_failures_show_personal_data_with_the_permission():
     client = staff_client("view_ingestfailure", "view_personal_data")
     page = client.get(reverse("admin:ingestion_ingestfailure_change", args=[failure.pk])).content.decode()
     assert "jane@example.com" in page
+
+
+def cancel_url(run) -> str:
+    return reverse("admin:ingestion_ingestrun_cancel", args=[run.pk])
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_an_active_runs_page_has_a_cancel_button(superuser_client, status):
+    run = make_run(status=status)
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
+
+    assert "Cancel run" in page and f'action="{cancel_url(run)}"' in page
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "abandoned", "cancelled"])
+def test_a_stopped_runs_page_has_no_cancel_button(superuser_client, status):
+    run = make_run(status=status)
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
+
+    assert "Cancel run" not in page
+
+
+def test_cancel_button_cancels_the_run_and_says_what_it_keeps(superuser_client):
+    run = make_run(status="running", last_committed_page=2, fetched=200)
+
+    response = superuser_client.post(cancel_url(run), follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:ingestion_ingestrun_change", args=[run.pk])
+    assert f"Run {run.pk} cancelled; it keeps the 2 pages (200 records) it committed." in response.content.decode()
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("cancelled", "Cancelled by admin user boss.")
+
+
+def test_cancel_of_a_run_that_finished_meanwhile_is_reported_instead_of_failing(superuser_client):
+    run = make_run(status="succeeded")
+
+    response = superuser_client.post(cancel_url(run), follow=True)
+
+    assert response.status_code == 200
+    assert f"Run {run.pk} is succeeded; only queued or running runs can be cancelled." in response.content.decode()
+    assert IngestRun.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_cancel_needs_the_start_permission_and_a_post():
+    run = make_run(status="running")
+    viewer = staff_client("view_ingestrun")
+
+    assert viewer.post(cancel_url(run)).status_code == 403
+    assert b"Cancel run" not in viewer.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content
+    assert IngestRun.objects.get(pk=run.pk).status == "running"
+
+
+def test_cancel_only_accepts_post(superuser_client):
+    run = make_run(status="running")
+    assert superuser_client.get(cancel_url(run)).status_code == 405
+    assert IngestRun.objects.get(pk=run.pk).status == "running"
+
+
+@pytest.mark.parametrize("run_id", ["999999", "abc"])
+def test_cancel_of_an_unknown_run_is_reported_not_a_server_error(superuser_client, run_id):
+    url = reverse("admin:ingestion_ingestrun_changelist") + f"{run_id}/cancel/"
+
+    response = superuser_client.post(url, follow=True)
+
+    assert response.status_code == 200
+    # Django's own sentence for a missing object, with its typographic quotes.
+    assert f"with ID \u201c{run_id}\u201d doesn\u2019t exist" in response.content.decode()

@@ -1,12 +1,18 @@
 """`ingest_customers` end to end against the real mocksource served on a loopback port."""
 
+import re
+from io import StringIO
+
 import pytest
 from django.core.management import CommandError, call_command
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from customers.models import Customer
+from ingestion import runs, tasks
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import generate_dataset, write_dataset
 from mocksource.faults import FaultConfig
+from tests.ingestion.fakes import FakeUpstream
 from tests.records import records
 from tests.upstream import running_mocksource
 
@@ -25,8 +31,6 @@ def demo_dataset(tmp_path_factory):
 
 
 def ingest(base_url, *args):
-    from io import StringIO
-
     out = StringIO()
     call_command("ingest_customers", "--source-url", base_url, *args, stdout=out)
     return out.getvalue()
@@ -104,14 +108,15 @@ def test_failed_run_exits_non_zero_with_the_summary_and_keeps_rows(tmp_path, set
     assert IngestRun.objects.get().status == "failed"
 
 
-def test_resume_option_continues_a_failed_run(tmp_path, settings):
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_resume_option_continues_a_failed_or_cancelled_run(tmp_path, settings, status):
     settings.INGESTION_MAX_RETRIES = 0
     settings.INGESTION_BATCH_SIZE = 50
     settings.INGESTION_CONCURRENCY = 1
     path = tmp_path / "customers.jsonl"
     write_dataset(records(200), path)
     with running_mocksource(path) as base_url:
-        run = IngestRun.objects.create(trigger="command", source_url=base_url, page_size=50, status="failed")
+        run = IngestRun.objects.create(trigger="command", source_url=base_url, page_size=50, status=status)
         call_command("ingest_customers", "--resume", str(run.pk), "--quiet")
     run.refresh_from_db()
     assert (run.status, run.inserted, run.pages_done) == ("succeeded", 200, 4)
@@ -143,3 +148,86 @@ def test_dry_run_writes_nothing(tmp_path):
     assert Customer.objects.count() == 0
     assert IngestRun.objects.get().inserted == 40
     assert "dry run: nothing written to customers" in output
+
+
+def cancel(*args) -> str:
+    out = StringIO()
+    call_command("ingest_customers", "--cancel", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_cancel_option_cancels_a_queued_run_and_its_job_and_says_what_it_keeps():
+    run = tasks.start_in_background(trigger="api")
+
+    output = cancel(str(run.pk))
+
+    assert (
+        output
+        == f"Run {run.pk} cancelled; it keeps the 0 pages (0 records) it committed. Resume it with --resume {run.pk}.\n"
+    )
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("cancelled", "Cancelled by an operator on the command line.")
+    assert ProcrastinateJob.objects.get(task_name="ingestion.execute_run").status == "cancelled"
+
+
+def test_cancel_option_stops_a_running_run_keeping_its_pages():
+    run = IngestRun.objects.create(
+        trigger="api", source_url="http://x", page_size=100, status="running", last_committed_page=1, fetched=100
+    )
+
+    assert "it keeps the 1 page (100 records) it committed" in cancel(str(run.pk))
+    assert IngestRun.objects.get(pk=run.pk).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["999999"], "Run 999999 does not exist."),
+        (["0"], "Run 0 does not exist."),
+        (["abc"], "Error: argument --cancel: invalid int value: 'abc'"),
+        (["1", "--resume", "1"], "Error: argument --resume: not allowed with argument --cancel"),
+        (["1", "--background"], "--cancel takes only the run's id; drop the other options."),
+        (["1", "--page-size", "0"], "--cancel takes only the run's id; drop the other options."),
+    ],
+)
+def test_cancel_option_refuses_bad_input_with_a_sentence(args, message):
+    with pytest.raises(CommandError) as refused:
+        cancel(*args)
+    assert str(refused.value) == message
+
+
+def test_resume_option_with_run_id_0_is_refused_not_taken_for_a_new_run():
+    with pytest.raises(CommandError, match=r"^Run 0 does not exist\.$"):
+        call_command("ingest_customers", "--resume", "0")
+    assert not IngestRun.objects.exists()
+
+
+def test_cancel_option_refuses_a_finished_run_and_leaves_it():
+    run = IngestRun.objects.create(trigger="api", source_url="http://x", page_size=10, status="succeeded")
+
+    with pytest.raises(CommandError) as refused:
+        cancel(str(run.pk))
+
+    assert str(refused.value) == f"Run {run.pk} is succeeded; only queued or running runs can be cancelled."
+    assert IngestRun.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_a_foreground_run_cancelled_while_it_runs_exits_non_zero_saying_so(monkeypatch, fake_upstream_host_is_allowed):
+    def cancel_while_page_one_is_fetched(page):
+        if page == 1:  # fetched on the command's own thread
+            runs.cancel(IngestRun.objects.get().pk, by="an operator")
+
+    fake = FakeUpstream(records(30), on_request=cancel_while_page_one_is_fetched)
+    monkeypatch.setattr("ingestion.source._session_for", lambda url: fake.session())
+
+    with pytest.raises(CommandError) as cancelled:
+        ingest("http://upstream.test", "--quiet")
+
+    run = IngestRun.objects.get()
+    assert run.status == "cancelled"
+    assert re.fullmatch(
+        rf"Run {run.pk} was cancelled after [0-9.]+ s: fetched 0 = .*; pages 0/0; retries 0\. "
+        r"Error: Cancelled by an operator\.",
+        str(cancelled.value),
+    )
+    assert Customer.objects.count() == 0

@@ -8,7 +8,8 @@ from django.db import connection
 
 from customers.models import Customer
 from ingestion import pipeline, runs
-from ingestion.models import IngestFailure, IngestRun
+from ingestion.models import IngestFailure, IngestRun, StagedCustomer
+from tests.database import in_another_session
 from tests.ingestion.fakes import FakeUpstream, Reply, envelope
 from tests.records import record, records
 
@@ -406,3 +407,122 @@ def test_a_run_that_read_other_than_its_total_is_not_a_success():
         "Read 99 records where the upstream announced 100. What was read is committed; run again to read the rest.",
     )
     assert runs.verdict(IngestRun(fetched=100, records_expected=100, first_total=100)) == ("succeeded", "")
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+def _cancel(run_id: int) -> None:
+    runs.cancel(run_id, by="an operator")
+
+
+def test_a_run_cancelled_between_batches_stops_at_its_next_page_keeping_what_it_committed(settings):
+    settings.INGESTION_BATCH_SIZE = 20
+    source = records(100)
+    source[5]["email"] = "broken"
+    run = runs.create_run(trigger="api", source_url="http://upstream.test", page_size=10)
+    cancelled, steps_after = [], []
+
+    def cancel_after_the_first_batch(progress_run):
+        if not cancelled:
+            cancelled.append(runs.cancel(progress_run.pk, by="an operator"))
+
+    def after_cancel(name, seconds):
+        if cancelled:
+            steps_after.append(name)
+
+    finished = pipeline.execute_run(
+        run.pk, session=FakeUpstream(source).session(), progress=cancel_after_the_first_batch, on_step=after_cancel
+    )
+
+    assert (finished.status, finished.error) == ("cancelled", "Cancelled by an operator.")
+    assert finished.finished_at == cancelled[0].finished_at  # the execution did not finish it again
+    assert finished.counters() == {
+        "fetched": 20, "inserted": 19, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 0,
+    }  # fmt: skip
+    assert finished.last_committed_page == 2
+    assert (Customer.objects.count(), IngestFailure.objects.count()) == (19, 1)
+    # Not one step of another batch: it stopped at the next page, not at the next commit.
+    assert steps_after == []
+
+
+@pytest.mark.django_db(transaction=True)  # the cancel commits from another session, mid-batch
+def test_a_cancel_landing_while_a_batch_is_written_rolls_that_batch_back(settings):
+    settings.INGESTION_BATCH_SIZE = 20
+    source = records(60)
+    source[25]["email"] = "broken"  # in the second batch: its failure row must go with it
+    run = runs.create_run(trigger="api", source_url="http://upstream.test", page_size=10)
+    merges = []
+
+    def cancel_during_the_second_merge(name, seconds):
+        if name == "merge":
+            merges.append(name)
+            if len(merges) == 2:
+                in_another_session(lambda: _cancel(run.pk))
+
+    finished = pipeline.execute_run(
+        run.pk, session=FakeUpstream(source).session(), on_step=cancel_during_the_second_merge
+    )
+
+    assert finished.status == "cancelled"
+    assert finished.counters() == {
+        "fetched": 20, "inserted": 20, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
+    }  # fmt: skip
+    assert finished.last_committed_page == 2
+    assert Customer.objects.count() == 20
+    assert not IngestFailure.objects.exists()
+    assert StagedCustomer.objects.filter(run_id=run.pk).count() == 20
+
+
+def test_a_cancel_after_the_last_batch_leaves_the_run_cancelled_and_a_resume_finishes_it():
+    source = records(30)
+    run = runs.create_run(trigger="api", source_url="http://upstream.test", page_size=10)
+
+    def cancel_once_committed(name, seconds):
+        if name == "batch":
+            _cancel(run.pk)
+
+    finished = pipeline.execute_run(run.pk, session=FakeUpstream(source).session(), on_step=cancel_once_committed)
+
+    assert (finished.status, finished.fetched, finished.last_committed_page) == ("cancelled", 30, 3)
+    runs.requeue(run.pk)
+    resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+    assert (resumed.status, resumed.fetched, resumed.inserted) == ("succeeded", 30, 30)
+    assert Customer.objects.count() == 30
+
+
+def test_a_cancelled_run_resumed_ends_like_an_uninterrupted_one(settings):
+    settings.INGESTION_BATCH_SIZE = 10
+    source = records(45)
+    source[12]["email"] = "broken"
+    source.append(dict(source[3]))
+    run = runs.create_run(trigger="api", source_url="http://upstream.test", page_size=10)
+
+    def cancel_after_two_batches(progress_run):
+        if progress_run.last_committed_page == 2:
+            _cancel(run.pk)
+
+    cancelled = pipeline.execute_run(run.pk, session=FakeUpstream(source).session(), progress=cancel_after_two_batches)
+    assert (cancelled.status, cancelled.fetched) == ("cancelled", 20)
+
+    runs.requeue(run.pk)
+    resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
+
+    assert resumed.status == "succeeded"
+    assert resumed.counters() == {
+        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
+    }  # fmt: skip
+    assert (resumed.pages_done, resumed.attempt, resumed.error) == (5, 2, "")
+    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
+
+
+def test_a_run_cancelled_before_it_starts_is_not_executed():
+    fake = FakeUpstream(records(5))
+    run = runs.create_run(trigger="api", source_url="http://upstream.test")
+    _cancel(run.pk)
+
+    with pytest.raises(runs.RunRefused, match="was cancelled, so it does not start"):
+        pipeline.execute_run(run.pk, session=fake.session())
+
+    assert fake.calls == []
+    assert (IngestRun.objects.get(pk=run.pk).status, Customer.objects.count()) == ("cancelled", 0)

@@ -40,6 +40,19 @@ def test_summary_line_adds_up_and_names_the_error():
     )
 
 
+def test_summary_line_of_a_cancelled_run_says_it_was_cancelled_and_when():
+    run = make_run(
+        status="cancelled", fetched=20, inserted=20, last_committed_page=2, pages_expected=5,
+        error="Cancelled by an operator.", finished_at=timezone.now(),
+    )  # fmt: skip
+    assert summary_line(run) == (
+        "Run 7 was cancelled after 4.0 s: fetched 20 = inserted 20 + updated 0 + unchanged 0 + invalid 0"
+        " + conflicts 0 + duplicates 0; pages 2/5; retries 0. Error: Cancelled by an operator."
+    )
+    never_started = make_run(status="cancelled", started_at=None, error="Cancelled by an operator.")
+    assert summary_line(never_started).startswith("Run 7 was cancelled before it started: fetched 0 = ")
+
+
 class Terminal(StringIO):
     def isatty(self):
         return True

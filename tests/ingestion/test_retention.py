@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from ingestion.models import IngestFailure, IngestRun, StagedCustomer
-from ingestion.retention import prune
+from ingestion.retention import Pruned, prune
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +46,15 @@ def test_staging_of_an_incomplete_run_goes_at_once_like_a_succeeded_ones():
     add_rows(incomplete)
     assert prune(days=30).staged == 3
     assert IngestFailure.objects.filter(run=incomplete).count() == 3
+
+
+def test_prune_keeps_a_cancelled_runs_staging_for_its_resume_until_the_cutoff():
+    old_cancelled, new_cancelled = make_run("cancelled", 40), make_run("cancelled", 1)
+    for run in (old_cancelled, new_cancelled):
+        add_rows(run)
+
+    assert prune(days=30) == Pruned(staged=3, failures=3)
+    assert set(StagedCustomer.objects.values_list("run_id", flat=True)) == {new_cancelled.pk}
 
 
 def test_prune_command_reports_what_it_deleted():

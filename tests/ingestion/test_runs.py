@@ -8,15 +8,16 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from customers.models import Customer
-from ingestion import pipeline, runs
+from ingestion import pipeline, runs, tasks
 from ingestion.batches import Batch, commit_batch
 from ingestion.models import IngestRun, RunStatus
 from ingestion.source import Page
 from ingestion.validation import validate_page
 from tests.customers.factories import create_customer
-from tests.database import side_connection_kwargs
+from tests.database import in_another_session, side_connection_kwargs
 from tests.ingestion.fakes import FakeUpstream
 from tests.ingestion.workers import wait_until
 from tests.records import records
@@ -27,10 +28,16 @@ LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def run_in(status: str, **fields) -> IngestRun:
-    """A run already in `status` (finished ones may be many; queued or running, at most one)."""
-    return IngestRun.objects.create(
+    """A run already in `status` (finished ones may be many; queued or running, at most one).
+
+    A queued one has its job, as the background doors make it: without one it is orphaned.
+    """
+    run = IngestRun.objects.create(
         status=status, trigger="command", source_url="http://upstream.test", page_size=100, **fields
     )
+    if status == RunStatus.QUEUED:
+        tasks.execute_run_job.defer(run_id=run.pk)
+    return run
 
 
 def reloaded(run: IngestRun) -> IngestRun:
@@ -80,7 +87,7 @@ def test_a_refused_source_url_refuses_the_run_with_the_reason():
 
 
 def test_a_second_run_is_refused_while_one_is_active():
-    active = runs.create_run(trigger="api")
+    active = tasks.start_in_background(trigger="api")
     with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
         runs.create_run(trigger="command")
     assert refused.value.active == active
@@ -191,9 +198,9 @@ def test_requeue_queues_a_failed_or_abandoned_run_again(status):
     assert (queued.last_committed_page, queued.fetched) == (4, 400)  # it continues from there
 
 
-def test_only_failed_or_abandoned_runs_resume(ingest):
+def test_only_failed_abandoned_or_cancelled_runs_resume(ingest):
     run = ingest(FakeUpstream(records(3)))
-    with pytest.raises(runs.RunRefused, match="only failed or abandoned"):
+    with pytest.raises(runs.RunRefused, match="only failed, abandoned or cancelled"):
         runs.requeue(run.pk)
     with pytest.raises(runs.RunRefused, match="does not exist"):
         runs.requeue(999999)
@@ -206,14 +213,14 @@ def test_requeue_refuses_other_statuses_naming_the_status(status):
     with pytest.raises(runs.RunRefused) as refused:
         runs.requeue(run.pk)
 
-    assert str(refused.value) == f"Run {run.pk} is {status}; only failed or abandoned runs can be resumed."
+    assert str(refused.value) == f"Run {run.pk} is {status}; only failed, abandoned or cancelled runs can be resumed."
     assert not isinstance(refused.value, runs.RunAlreadyActive)
     assert reloaded(run).status == status
 
 
 def test_requeue_is_refused_while_another_run_is_active():
     failed = run_in(RunStatus.FAILED, finished_at=timezone.now())
-    active = runs.create_run(trigger="api")
+    active = tasks.start_in_background(trigger="api")
 
     with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued") as refused:
         runs.requeue(failed.pk)
@@ -568,3 +575,237 @@ def test_resuming_a_run_first_abandons_a_dead_one_that_would_block_it():
 
     assert IngestRun.objects.get(pk=dead.pk).status == RunStatus.ABANDONED
     assert resumed.status == RunStatus.QUEUED
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+def _job_of(run: IngestRun) -> ProcrastinateJob:
+    return ProcrastinateJob.objects.get(task_name="ingestion.execute_run", args={"run_id": run.pk})
+
+
+def _set_job(run: IngestRun, status: str | None) -> None:
+    """Move the run's job to `status`, or delete it (None), as a worker or an operator would."""
+    with connection.cursor() as cursor:
+        if status is None:
+            cursor.execute("DELETE FROM procrastinate_jobs WHERE args = %s::jsonb", [f'{{"run_id": {run.pk}}}'])
+        else:
+            cursor.execute(
+                "UPDATE procrastinate_jobs SET status = %s WHERE args = %s::jsonb", [status, f'{{"run_id": {run.pk}}}']
+            )
+
+
+def test_cancel_of_a_queued_run_says_who_and_when_and_cancels_its_waiting_job():
+    run = tasks.start_in_background(trigger="api")
+
+    cancelled = runs.cancel(run.pk, by="an operator")
+
+    assert (cancelled.status, cancelled.error, cancelled.started_at) == ("cancelled", "Cancelled by an operator.", None)
+    assert cancelled.finished_at is not None
+    assert reloaded(run).status == "cancelled"
+    assert _job_of(run).status == "cancelled"
+
+
+def test_cancel_leaves_a_job_a_worker_already_took_which_then_finds_the_run_cancelled():
+    run = tasks.start_in_background(trigger="api")
+    _set_job(run, "doing")
+
+    runs.cancel(run.pk, by="an operator")
+
+    assert _job_of(run).status == "doing"
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.mark_running(run.pk)
+    assert str(refused.value) == f"Run {run.pk} was cancelled, so it does not start."
+    assert (reloaded(run).status, reloaded(run).attempt) == ("cancelled", 0)
+
+
+def test_cancel_of_a_running_run_keeps_its_progress_and_fences_its_execution():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(last_committed_page=3, fetched=300, inserted=300)
+    runs.ensure_owned(run)
+
+    cancelled = runs.cancel(run.pk, by="an operator")
+
+    assert (cancelled.status, cancelled.last_committed_page, cancelled.fetched, cancelled.inserted) == (
+        "cancelled", 3, 300, 300,
+    )  # fmt: skip
+    with pytest.raises(runs.RunFenced):
+        runs.ensure_owned(run)
+    assert runs.mark_finished(run.pk, RunStatus.SUCCEEDED, attempt=run.attempt).status == "cancelled"
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "abandoned", "cancelled"])
+def test_cancel_refuses_a_run_that_is_neither_queued_nor_running_and_leaves_it(status):
+    run = run_in(status, error="kept", finished_at=LONG_AGO)
+
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.cancel(run.pk, by="an operator")
+
+    assert str(refused.value) == f"Run {run.pk} is {status}; only queued or running runs can be cancelled."
+    assert (reloaded(run).status, reloaded(run).error, reloaded(run).finished_at) == (status, "kept", LONG_AGO)
+
+
+def test_cancel_refuses_an_unknown_run():
+    with pytest.raises(runs.RunRefused) as refused:
+        runs.cancel(999999, by="an operator")
+    assert str(refused.value) == "Run 999999 does not exist."
+
+
+def test_a_second_cancel_is_refused_and_keeps_the_first():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    first = runs.cancel(run.pk, by="the first operator")
+
+    with pytest.raises(runs.RunRefused, match="is cancelled; only queued or running"):
+        runs.cancel(run.pk, by="the second operator")
+
+    assert (reloaded(run).error, reloaded(run).finished_at) == ("Cancelled by the first operator.", first.finished_at)
+
+
+def test_a_cancelled_run_no_longer_blocks_a_new_one():
+    cancelled = runs.cancel(tasks.start_in_background(trigger="api").pk, by="an operator")
+
+    assert runs.create_run(trigger="command").status == "queued"
+    assert reloaded(cancelled).status == "cancelled"
+
+
+def test_a_cancelled_run_resumes_after_its_last_committed_page():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    IngestRun.objects.filter(pk=run.pk).update(last_committed_page=4, fetched=400)
+    runs.cancel(run.pk, by="an operator")
+
+    queued = runs.requeue(run.pk)
+
+    assert (queued.status, queued.finished_at, queued.last_committed_page, queued.fetched) == ("queued", None, 4, 400)
+    assert runs.mark_running(run.pk).attempt == 2
+
+
+def test_resuming_a_cancelled_run_is_refused_while_another_run_is_active():
+    cancelled = runs.cancel(runs.mark_running(runs.create_run(trigger="api").pk).pk, by="an operator")
+    active = tasks.start_in_background(trigger="api")
+
+    with pytest.raises(runs.RunAlreadyActive, match=f"run {active.pk} is queued"):
+        runs.requeue(cancelled.pk)
+
+    assert reloaded(cancelled).status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_run_is_not_requeued_while_its_execution_has_not_stopped_yet():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    runs.cancel(run.pk, by="an operator")
+
+    with _held_by_another_process(run):
+        with pytest.raises(runs.RunRefused) as refused:
+            runs.requeue(run.pk)
+        assert str(refused.value) == (
+            f"Run {run.pk} is still being executed by another process; a cancelled run stops at its next page, "
+            "so try again in a moment."
+        )
+        assert reloaded(run).status == "cancelled"
+
+    assert runs.requeue(run.pk).status == "queued"
+
+
+# --- abandon_stale_runs: queued runs nothing will execute ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_status", "gone"),
+    [
+        (None, "it has no job"),
+        ("failed", "its job {job} is failed"),
+        ("cancelled", "its job {job} is cancelled"),
+        ("succeeded", "its job {job} is succeeded"),
+    ],
+    ids=["deleted", "failed", "cancelled", "succeeded"],
+)
+def test_a_queued_run_whose_job_is_gone_is_abandoned_saying_so(job_status, gone):
+    run = tasks.start_in_background(trigger="api")
+    job = _job_of(run).pk
+    _set_job(run, job_status)
+
+    assert runs.abandon_stale_runs() == [run.pk]
+
+    abandoned = reloaded(run)
+    assert abandoned.status == "abandoned"
+    assert abandoned.error == f"Queued, but {gone.format(job=job)}: nothing would ever execute it."
+    assert abandoned.finished_at is not None
+    assert runs.requeue(run.pk).status == "queued"
+
+
+@pytest.mark.parametrize("job_status", ["todo", "doing"])
+def test_a_queued_run_whose_job_waits_or_executes_is_left_queued(job_status):
+    run = tasks.start_in_background(trigger="api")
+    _set_job(run, job_status)
+
+    assert runs.abandon_stale_runs() == []
+    assert reloaded(run).status == "queued"
+
+
+def test_a_queued_run_counts_the_job_of_its_latest_resume():
+    run = tasks.start_in_background(trigger="api")
+    _set_job(run, "failed")
+    runs.abandon_stale_runs()
+    tasks.resume_in_background(run.pk)
+
+    assert runs.abandon_stale_runs() == []
+    assert reloaded(run).status == "queued"
+
+
+def test_starting_a_run_first_abandons_a_queued_one_whose_job_is_gone():
+    orphan = tasks.start_in_background(trigger="api")
+    _set_job(orphan, None)
+
+    new = tasks.start_in_background(trigger="api")
+
+    assert reloaded(orphan).status == "abandoned"
+    assert new.status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_run_without_a_job_is_not_abandoned_while_a_process_holds_it():
+    run = runs.create_run(trigger="command")
+
+    with _held_by_another_process(run):
+        assert runs.abandon_stale_runs() == []
+        assert reloaded(run).status == "queued"
+
+    assert runs.abandon_stale_runs() == [run.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_created_for_this_process_is_held_from_its_creation_and_released_after():
+    with runs.foreground_run(trigger="command") as run:
+        # Another process's sweep, between the insert and this process starting the run.
+        assert in_another_session(runs.abandon_stale_runs) == []
+        assert reloaded(run).status == "queued"
+
+    assert in_another_session(runs.abandon_stale_runs) == [run.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_resumed_for_this_process_is_held_from_its_requeue_and_released_after():
+    failed = run_in(RunStatus.FAILED, finished_at=timezone.now())
+
+    with runs.foreground_resume(failed.pk) as run:
+        assert in_another_session(runs.abandon_stale_runs) == []
+        assert (run.pk, reloaded(run).status) == (failed.pk, "queued")
+
+    assert in_another_session(runs.abandon_stale_runs) == [failed.pk]
+
+
+def _free(run: IngestRun) -> bool:
+    """Whether another process could take the run's execution lock now."""
+    with psycopg.connect(**side_connection_kwargs(), autocommit=True) as other:
+        return other.execute("SELECT pg_try_advisory_lock(%s, %s)", [runs.EXECUTION_LOCK_CLASS, run.pk]).fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_foreground_resume_holds_nothing():
+    succeeded = run_in(RunStatus.SUCCEEDED)
+
+    refused = pytest.raises(runs.RunRefused, match="only failed, abandoned or cancelled")
+    with refused, runs.foreground_resume(succeeded.pk):
+        pass
+
+    assert _free(succeeded)

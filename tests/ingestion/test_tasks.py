@@ -151,3 +151,43 @@ def test_two_workers_never_run_one_run_twice_nor_two_runs_at_once(tmp_path):
     assert [run.inserted for run in finished] == [200, 0, 0]
     intervals = sorted((run.started_at, run.finished_at) for run in finished)
     assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(intervals))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_never_executes_a_run_cancelled_while_queued():
+    run = tasks.start_in_background(trigger="api", source_url="http://upstream.test")
+    runs.cancel(run.pk, by="an operator")
+
+    run_worker_until_idle()
+
+    run.refresh_from_db()
+    assert (run.status, run.attempt, run.started_at) == ("cancelled", 0, None)
+    assert ProcrastinateJob.objects.get(task_name="ingestion.execute_run").status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_takes_a_cancelled_runs_job_anyway_leaves_the_run_alone():
+    run = tasks.start_in_background(trigger="api", source_url="http://upstream.test")
+    runs.cancel(run.pk, by="an operator")
+    tasks.execute_run_job.defer(run_id=run.pk)  # as a worker that took the job just before the cancel would have it
+
+    run_worker_until_idle()
+
+    run.refresh_from_db()
+    assert (run.status, run.attempt, run.error) == ("cancelled", 0, "Cancelled by an operator.")
+    assert Customer.objects.count() == 0
+    assert set(ProcrastinateJob.objects.values_list("status", flat=True)) == {"cancelled", "succeeded"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_abandons_a_queued_run_whose_job_was_deleted_so_runs_start_again(settings):
+    settings.INGESTION_SCHEDULE_MINUTES = 30
+    orphan = tasks.start_in_background(trigger="api")
+    IngestRun.objects.filter(pk=orphan.pk).update(created_at=timezone.now() - timedelta(minutes=31))
+    ProcrastinateJob.objects.filter(task_name="ingestion.execute_run").delete()
+
+    tasks.sweep.func(timestamp=0)
+
+    orphan.refresh_from_db()
+    assert (orphan.status, orphan.error) == ("abandoned", "Queued, but it has no job: nothing would ever execute it.")
+    assert IngestRun.objects.get(status="queued").trigger == "schedule"

@@ -11,7 +11,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from rest_framework.test import APIClient
 
 from customers.models import Customer
-from ingestion import pipeline, runs
+from ingestion import pipeline, runs, tasks
 from ingestion.models import IngestFailure, IngestRun
 from mocksource.dataset import write_dataset
 from tests.ingestion.fakes import FakeUpstream, Reply
@@ -54,6 +54,7 @@ def make_run(**fields) -> IngestRun:
         ("get", "/api/ingest/runs/1"),
         ("get", "/api/ingest/runs/1/failures"),
         ("post", "/api/ingest/runs/1/resume"),
+        ("post", "/api/ingest/runs/1/cancel"),
         ("get", "/api/ingest/runs/0.5"),
         ("get", "/api/customers/0.5"),
     ],
@@ -267,7 +268,9 @@ def test_resuming_a_succeeded_run_is_409(operator):
     run = make_run(status="succeeded")
     response = operator.post(f"/api/ingest/runs/{run.pk}/resume")
     assert response.status_code == 409
-    assert "only failed or abandoned runs can be resumed" in response.json()["detail"]
+    assert response.json() == {
+        "detail": f"Run {run.pk} is succeeded; only failed, abandoned or cancelled runs can be resumed."
+    }
 
 
 @pytest.mark.django_db
@@ -311,3 +314,85 @@ def test_a_refused_configured_upstream_is_409_not_500(operator, settings):
     assert "non-public address 127.0.0.1" in response.json()["detail"]
     assert response.json()["active_run"] is None
     assert not IngestRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_cancel_answers_the_cancelled_run_and_cancels_its_job(operator):
+    run = tasks.start_in_background(trigger="api")
+
+    response = operator.post(f"/api/ingest/runs/{run.pk}/cancel")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["id"], body["status"], body["error"]) == (run.pk, "cancelled", "Cancelled by API user operator.")
+    assert body["finished_at"] is not None
+    assert IngestRun.objects.get(pk=run.pk).status == "cancelled"
+    assert ProcrastinateJob.objects.get(task_name="ingestion.execute_run").status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_running_run_answers_its_committed_counters(operator):
+    run = make_run(status="running", fetched=300, inserted=290, invalid=10, last_committed_page=3)
+
+    body = operator.post(f"/api/ingest/runs/{run.pk}/cancel").json()
+
+    assert (body["status"], body["pages_done"], body["fetched"], body["inserted"], body["invalid"]) == (
+        "cancelled", 3, 300, 290, 10,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["succeeded", "failed", "abandoned", "cancelled"])
+def test_cancelling_a_run_that_is_not_queued_or_running_is_409_naming_its_status(operator, status):
+    run = make_run(status=status)
+
+    response = operator.post(f"/api/ingest/runs/{run.pk}/cancel")
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"Run {run.pk} is {status}; only queued or running runs can be cancelled."}
+    assert IngestRun.objects.get(pk=run.pk).status == status
+
+
+@pytest.mark.django_db
+def test_a_second_cancel_is_409(operator):
+    run = make_run(status="running")
+    assert operator.post(f"/api/ingest/runs/{run.pk}/cancel").status_code == 200
+
+    second = operator.post(f"/api/ingest/runs/{run.pk}/cancel")
+
+    assert second.status_code == 409
+    assert "is cancelled" in second.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("run_id", ["999999", "abc", "0.5"])
+def test_cancelling_an_unknown_or_malformed_run_is_a_json_404(operator, run_id):
+    response = operator.post(f"/api/ingest/runs/{run_id}/cancel")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_cancelling_needs_the_start_permission():
+    run = make_run(status="running")
+    reader = client_for(user_with(*READ_PERMISSIONS))
+
+    response = reader.post(f"/api/ingest/runs/{run.pk}/cancel")
+
+    assert response.status_code == 403
+    assert "start ingestion" in response.json()["detail"]
+    assert IngestRun.objects.get(pk=run.pk).status == "running"
+
+
+@pytest.mark.django_db
+def test_a_cancelled_run_resumes_through_the_api(operator):
+    run = make_run(status="running", last_committed_page=2)
+    operator.post(f"/api/ingest/runs/{run.pk}/cancel")
+
+    response = operator.post(f"/api/ingest/runs/{run.pk}/resume")
+
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["pages_done"]) == ("queued", 2)
+    assert ProcrastinateJob.objects.get(task_name="ingestion.execute_run").args == {"run_id": run.pk}

@@ -2,13 +2,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ingestion import pipeline, runs, tasks
 from ingestion.models import IngestRun, RunStatus, RunTrigger
-from ingestion.reporting import progress_line, summary_line
+from ingestion.reporting import cancelled_keeps, progress_line, summary_line
 
 
 class Command(BaseCommand):
     help = (
         "Pull every customer from the upstream, validate, stage and merge them, and print a one-line summary. "
-        "Runs in the foreground unless --background is given; exits non-zero when the run fails."
+        "Runs in the foreground unless --background is given; exits non-zero when the run fails or is cancelled. "
+        "--cancel RUN_ID stops a queued or running run instead."
     )
 
     def add_arguments(self, parser):
@@ -17,10 +18,17 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Validate and count; write nothing to customers.")
         parser.add_argument("--quiet", action="store_true", help="Print only the summary line.")
         parser.add_argument("--background", action="store_true", help="Queue the run for a worker and return.")
-        parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Resume a failed or abandoned run.")
+        choice = parser.add_mutually_exclusive_group()
+        choice.add_argument("--resume", type=int, metavar="RUN_ID", help="Resume a failed, abandoned or cancelled run.")
+        choice.add_argument(
+            "--cancel", type=int, metavar="RUN_ID", help="Cancel a queued or running run; it keeps what it committed."
+        )
 
     def handle(self, *args, **options):
         try:
+            if options["cancel"] is not None:
+                self._cancel(options)
+                return
             run = self._start(options)
         except runs.RunRefused as exc:
             raise CommandError(str(exc)) from None
@@ -31,11 +39,17 @@ class Command(BaseCommand):
             raise CommandError(summary_line(run))
         self.stdout.write(summary_line(run))
 
+    def _cancel(self, options) -> None:
+        if _given(options, "source_url", "page_size", "dry_run", "background"):
+            raise CommandError("--cancel takes only the run's id; drop the other options.")
+        run = runs.cancel(options["cancel"], by="an operator on the command line")
+        self.stdout.write(f"Run {run.pk} cancelled; it keeps {cancelled_keeps(run)}. Resume it with --resume {run.pk}.")
+
     def _start(self, options) -> IngestRun:
-        if options["resume"] and (options["source_url"] or options["page_size"] or options["dry_run"]):
+        if options["resume"] is not None and _given(options, "source_url", "page_size", "dry_run"):
             raise CommandError("--resume continues a run with its own settings; drop the other options.")
         if options["background"]:
-            if options["resume"]:
+            if options["resume"] is not None:
                 return tasks.resume_in_background(options["resume"])
             return tasks.start_in_background(
                 trigger=RunTrigger.COMMAND,
@@ -44,7 +58,7 @@ class Command(BaseCommand):
                 dry_run=options["dry_run"],
             )
         progress = self._show_progress if not options["quiet"] and self.stdout.isatty() else None
-        if options["resume"]:
+        if options["resume"] is not None:
             run = pipeline.resume(options["resume"], progress=progress)
         else:
             run = pipeline.ingest(
@@ -61,3 +75,8 @@ class Command(BaseCommand):
     def _show_progress(self, run: IngestRun) -> None:
         self.stdout.write("\r" + progress_line(run), ending="")
         self.stdout.flush()
+
+
+def _given(options, *names) -> bool:
+    # An id or a page size of 0 was given too: refuse it, do not take it for "not given".
+    return any(options[name] is not None and options[name] is not False for name in names)
