@@ -9,8 +9,8 @@
     -> finish the run as succeeded, incomplete when the upstream's total moved under
        the walk (runs.verdict), or failed with the error (runs).
 
-A heartbeat (runs.heartbeat) keeps the run alive meanwhile, and each page first checks
-that the run is still this execution's (runs.ensure_owned): a cancelled run stops there.
+A heartbeat (runs.heartbeat) keeps the run alive meanwhile, and the page loop checks that
+the run is still this execution's (runs.OwnershipWatch): a cancelled run stops at a page.
 Because a batch and the run's progress commit together, a run that stops anywhere can be
 resumed after its last committed page (`resume`) and ends exactly as an uninterrupted run.
 """
@@ -102,14 +102,16 @@ def _execute(
         first = run.last_committed_page + 1
         with runs.heartbeat(run_id, attempt), closing(fetch_pages(client, first=first, prepare=validate_page)) as pages:
             try:
+                watch = runs.OwnershipWatch(run)
                 for page in pages:
-                    runs.ensure_owned(run)
+                    watch.check()
                     batch.add(page)
                     if batch.size >= settings.INGESTION_BATCH_SIZE:
                         run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
                         batch = Batch(first_position=run.fetched + 1)
                         if progress:
                             progress(run)
+                        watch.committed(run)
             except UpstreamError as exc:
                 # The pages fetched before the failure are complete: keep them, then fail.
                 commit_batch(run, batch, retries=retries.take(), on_step=on_step)

@@ -5,7 +5,7 @@ the same run (for example two workers picking up one resumed run). Each start of
 is a new `attempt`; the execution's batch commits, heartbeats and finish apply only while
 the run is still running under that attempt (`IngestRun.objects.owned_by`), so an execution
 that lost its run (it was cancelled, or abandoned and resumed elsewhere) stops at its next
-page (`ensure_owned`) or commit and never changes its status.
+page (`OwnershipWatch`) or commit and never changes its status.
 
 While a run executes, its process holds the run's execution lock (a session advisory
 lock, released by PostgreSQL the moment the process or its connection dies) and a
@@ -160,13 +160,34 @@ def verdict(run: IngestRun) -> tuple[str, str]:
 
 
 def ensure_owned(run: IngestRun) -> None:
-    """Raise `RunFenced` unless the run is still running under this execution's attempt.
-
-    One primary-key read; the page loop asks once a page, so a cancelled run stops at its next
-    page instead of fetching and writing a whole batch that its fenced commit would roll back.
-    """
+    """Raise `RunFenced` unless the run is still running under this execution's attempt (one primary-key read)."""
     if not IngestRun.objects.owned_by(run.pk, run.attempt).exists():
         raise RunFenced(f"Run {run.pk} is no longer running under attempt {run.attempt}.")
+
+
+class OwnershipWatch:
+    """Tells the page loop when its run stopped being this execution's (cancelled, taken over).
+
+    `check()` asks the database at the first page after each commit (`committed()`), then
+    at most once every `interval` seconds, so a cancelled run stops at a page boundary
+    within about a second, without fetching and writing a batch its fenced commit would
+    roll back. Not at every page: the loop runs on the thread that commits, and each
+    query there waits for the GIL behind the validating fetch threads (a query per page
+    doubled a warm run: docs/benchmarks.md).
+    """
+
+    def __init__(self, run: IngestRun, *, interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.run, self.interval, self.clock = run, interval, clock
+        self.due = 0.0
+
+    def committed(self, run: IngestRun) -> None:
+        self.run, self.due = run, 0.0
+
+    def check(self) -> None:
+        now = self.clock()
+        if now >= self.due:
+            ensure_owned(self.run)
+            self.due = now + self.interval
 
 
 def cancel(run_id: int, *, by: str) -> IngestRun:

@@ -634,6 +634,33 @@ def test_cancel_of_a_running_run_keeps_its_progress_and_fences_its_execution():
     assert runs.mark_finished(run.pk, RunStatus.SUCCEEDED, attempt=run.attempt).status == "cancelled"
 
 
+def test_the_ownership_watch_asks_after_each_commit_then_once_a_second(django_assert_num_queries):
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    now = [100.0]
+    watch = runs.OwnershipWatch(run, interval=1.0, clock=lambda: now[0])
+
+    with django_assert_num_queries(1):
+        for _ in range(50):  # fifty pages within the same second: one query
+            watch.check()
+    runs.cancel(run.pk, by="an operator")
+    watch.check()  # still inside the second: not asked yet
+    now[0] += 1.0
+    with pytest.raises(runs.RunFenced):
+        watch.check()
+
+
+def test_the_ownership_watch_asks_at_the_first_page_after_a_commit():
+    run = runs.mark_running(runs.create_run(trigger="api").pk)
+    watch = runs.OwnershipWatch(run, interval=3600, clock=lambda: 100.0)
+    watch.check()
+    runs.cancel(run.pk, by="an operator")
+
+    watch.committed(run)
+
+    with pytest.raises(runs.RunFenced):
+        watch.check()
+
+
 @pytest.mark.parametrize("status", ["succeeded", "failed", "abandoned", "cancelled"])
 def test_cancel_refuses_a_run_that_is_neither_queued_nor_running_and_leaves_it(status):
     run = run_in(status, error="kept", finished_at=LONG_AGO)
