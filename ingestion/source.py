@@ -173,10 +173,38 @@ class UpstreamClient:
             raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
         except RecursionError:  # valid JSON nested deeper than the parser goes: no page of ours looks like that
             raise _Retryable(RetryReason.MALFORMED, "response body nested too deeply") from None
+        if _nested_deeper_than(body, envelope, MAX_NESTING):
+            raise _Retryable(RetryReason.MALFORMED, f"response body nested deeper than {MAX_NESTING} levels")
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
             raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
         return Page(number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"])
+
+
+# Far past any record we would keep (the envelope, a record and its value are three levels),
+# and far below what Python can walk: a rejected record is stored, encoded and rendered by
+# recursive code, and the parser itself gives up at a depth that depends on the thread's stack.
+MAX_NESTING = 100
+
+
+def _nested_deeper_than(body: bytes, document: Any, limit: int) -> bool:
+    """Whether `document` (parsed from `body`) nests containers more than `limit` deep.
+
+    Walked only when the body holds more brackets than a flat page has (one per record,
+    the envelope and its list), so an ordinary page costs two byte counts.
+    """
+    containers = body.count(b"[") + body.count(b"{")
+    records = document.get("data") if isinstance(document, dict) else None
+    if containers <= limit + (len(records) if isinstance(records, list) else 0) + 2:
+        return False
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def fetch_pages(client: UpstreamClient, *, first: int, prepare: Callable | None = None) -> Iterator:

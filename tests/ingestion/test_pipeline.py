@@ -526,3 +526,27 @@ def test_a_run_cancelled_before_it_starts_is_not_executed():
 
     assert fake.calls == []
     assert (IngestRun.objects.get(pk=run.pk).status, Customer.objects.count()) == ("cancelled", 0)
+
+
+@pytest.mark.parametrize("depth", [101, 950])
+def test_a_record_nested_past_a_sane_depth_is_a_retried_malformed_page_not_a_crash(ingest, depth):
+    # At 950 the parser may or may not give up, by the depth of the thread's stack; storing
+    # the rejected record would: whatever the thread, a page past 100 levels is malformed.
+    deep = "[" * depth + "]" * depth
+    body = envelope([], total=1, page=1, limit=10).replace(
+        b'"data":[]', b'"data":[{"customer_id":"x","email":"broken","extra":%b}]' % deep.encode()
+    )
+    fake = FakeUpstream(records(1), script={1: [Reply(200, body, {"Content-Type": "application/json"})]})
+    run = ingest(fake, page_size=10)
+    assert (run.status, run.retries_by_reason, run.inserted, run.invalid) == ("succeeded", {"malformed": 1}, 1, 0)
+
+
+def test_a_record_nested_up_to_the_limit_is_kept_whole(ingest):
+    nested = record(1, email="broken")
+    value = None
+    for _ in range(97):  # the envelope, its list and the record make it 100
+        value = [value]
+    nested["extra"] = value
+    run = ingest(FakeUpstream([nested]))
+    assert (run.status, run.invalid, run.retries) == ("succeeded", 1, 0)
+    assert IngestFailure.objects.get(run=run).raw["extra"] == value

@@ -103,6 +103,17 @@ def test_body_nested_past_any_sane_depth_is_a_retried_malformed_page():
     assert len(page.records) == 5
 
 
+def test_brackets_inside_strings_are_not_nesting():
+    source = records(5)
+    source[2]["address"] = "[{" * 500  # counted by the quick check, then found flat by the walk
+    retried = []
+
+    page = make_client(FakeUpstream(source), Clock(), retried).fetch_page(1)
+
+    assert retried == []
+    assert page.records[2]["address"] == "[{" * 500
+
+
 def test_an_integer_past_pythons_conversion_limit_is_read_exactly_not_a_malformed_page():
     # int() refuses more than 4300 digits; the page is well formed and its record keeps every digit.
     digits = "9" * 5000
