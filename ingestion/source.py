@@ -193,9 +193,12 @@ def _nested_deeper_than(body: bytes, document: Any, limit: int) -> bool:
     Walked only when the body holds more brackets than a flat page has (one per record,
     the envelope and its list), so an ordinary page costs two byte counts.
     """
+    # The envelope, its list and each record are containers at depths 1 to 3; every other one
+    # can add at most one level. (Brackets inside strings only make this count larger.)
     containers = body.count(b"[") + body.count(b"{")
     records = document.get("data") if isinstance(document, dict) else None
-    if containers <= limit + (len(records) if isinstance(records, list) else 0) + 2:
+    flat = 2 + (len(records) if isinstance(records, list) else 0)
+    if 3 + containers - flat <= limit:
         return False
     stack = [(document, 1)]
     while stack:
