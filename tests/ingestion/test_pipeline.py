@@ -164,25 +164,35 @@ def test_dry_run_counts_but_writes_nothing_to_customers(ingest):
     assert Customer.objects.get(customer_id=source[0]["customer_id"]).last_name == "Last0"
 
 
-def test_resumed_run_ends_like_an_uninterrupted_one(ingest, settings):
-    settings.INGESTION_BATCH_SIZE = 10
-    settings.INGESTION_CONCURRENCY = 1
+def resumable_source() -> list[dict]:
+    """45 records, one invalid, and one repeated: what the resume tests walk."""
     source = records(45)
     source[12]["email"] = "broken"
     source.append(dict(source[3]))
+    return source
+
+
+def assert_ends_like_the_uninterrupted_run_of_resumable_source(run) -> None:
+    assert run.status == "succeeded"
+    assert run.counters() == {
+        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
+    }  # fmt: skip
+    assert Customer.objects.count() == 44
+    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(ingest, settings):
+    settings.INGESTION_BATCH_SIZE = 10
+    settings.INGESTION_CONCURRENCY = 1
+    source = resumable_source()
     run = ingest(FakeUpstream(source, script={4: [Reply(503)] * 10}), page_size=10)
     assert run.status == "failed"
     runs.requeue(run.pk)
     from ingestion import pipeline
 
     resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
-    assert resumed.status == "succeeded"
-    assert resumed.counters() == {
-        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
-    }  # fmt: skip
+    assert_ends_like_the_uninterrupted_run_of_resumable_source(resumed)
     assert resumed.pages_done == 5
-    assert Customer.objects.count() == 44
-    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
 
 
 def test_pages_fetched_concurrently_merge_in_page_order(ingest, settings):
@@ -493,9 +503,7 @@ def test_a_cancel_after_the_last_batch_leaves_the_run_cancelled_and_a_resume_fin
 
 def test_a_cancelled_run_resumed_ends_like_an_uninterrupted_one(settings):
     settings.INGESTION_BATCH_SIZE = 10
-    source = records(45)
-    source[12]["email"] = "broken"
-    source.append(dict(source[3]))
+    source = resumable_source()
     run = runs.create_run(trigger="api", source_url="http://upstream.test", page_size=10)
 
     def cancel_after_two_batches(progress_run):
@@ -508,12 +516,8 @@ def test_a_cancelled_run_resumed_ends_like_an_uninterrupted_one(settings):
     runs.requeue(run.pk)
     resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
 
-    assert resumed.status == "succeeded"
-    assert resumed.counters() == {
-        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
-    }  # fmt: skip
+    assert_ends_like_the_uninterrupted_run_of_resumable_source(resumed)
     assert (resumed.pages_done, resumed.attempt, resumed.error) == (5, 2, "")
-    assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
 
 
 def test_a_run_cancelled_before_it_starts_is_not_executed():

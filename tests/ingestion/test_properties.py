@@ -53,6 +53,10 @@ field_values = st.one_of(
     st.dictionaries(odd_text, json_scalars, max_size=2),
 )
 FIELDS = list(record(0))
+# Examples that run an ingestion: the database makes them slow, and each reuses the test's fixtures.
+database_examples = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @st.composite
@@ -88,9 +92,7 @@ def test_validation_never_raises_and_accepts_only_storable_values(raw):
 
 @pytest.mark.django_db
 @given(batch=st.lists(upstream_records(), min_size=1, max_size=25))
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
+@database_examples
 def test_any_page_of_records_is_fully_accounted_for_and_never_breaks_a_run(batch):
     run = runs.create_run(trigger="command", source_url="http://upstream.test")
     run = pipeline.execute_run(run.pk, session=FakeUpstream(batch).session())
@@ -138,9 +140,7 @@ def same_json(left, right) -> bool:
 
 @pytest.mark.django_db
 @given(batch=st.lists(upstream_records(), min_size=1, max_size=10))
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
+@database_examples
 def test_a_rejected_record_is_kept_exactly_as_the_upstream_sent_it(batch):
     run = runs.create_run(trigger="command", source_url="http://upstream.test")
     run = pipeline.execute_run(run.pk, session=FakeUpstream(batch).session())
@@ -237,9 +237,7 @@ def nested(depth: int):
 
 @pytest.mark.django_db
 @given(depth=st.integers(0, 900), valid=st.booleans())
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
+@database_examples
 def test_a_record_nested_to_any_depth_is_stored_or_fails_its_page_never_the_process(depth, valid):
     raw = record(1, email="customer1@example.com" if valid else "broken")
     raw["extra"] = nested(depth)
