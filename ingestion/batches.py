@@ -66,7 +66,10 @@ class Batch:
                 self.valid.append(StagedRow(page.number, position, outcome))
             position += 1
         self.pages += 1
-        self.last_page, self.total, self.limit = page.number, page.total, page.limit
+        # A resume of a run that committed every page reads the empty page past the end to
+        # learn the walk is over: that is not a page done.
+        self.last_page = min(page.number, page_count(page.total, page.limit))
+        self.total, self.limit = page.total, page.limit
         if self.opening_total is None:
             self.opening_total = page.total
         self.totals.add(page.total)
@@ -91,7 +94,7 @@ def commit_batch(
             counts |= _write(run, batch, now, on_step)
         changes = {name: F(name) + value for name, value in counts.items() if value}
         if batch.pages:
-            changes |= {"last_committed_page": batch.last_page, **batch.expectations()}
+            changes |= {"last_committed_page": max(batch.last_page, run.last_committed_page), **batch.expectations()}
             first_total = batch.opening_total if run.first_total is None else run.first_total
             if run.first_total is None:
                 changes["first_total"] = first_total

@@ -498,6 +498,8 @@ def test_a_cancel_after_the_last_batch_leaves_the_run_cancelled_and_a_resume_fin
     runs.requeue(run.pk)
     resumed = pipeline.execute_run(run.pk, session=FakeUpstream(source).session())
     assert (resumed.status, resumed.fetched, resumed.inserted) == ("succeeded", 30, 30)
+    # The resume read the empty page past the end to learn the walk is over; it is not a page done.
+    assert (resumed.pages_done, resumed.pages_expected) == (3, 3)
     assert Customer.objects.count() == 30
 
 
