@@ -231,3 +231,18 @@ def test_a_foreground_run_cancelled_while_it_runs_exits_non_zero_saying_so(monke
         str(cancelled.value),
     )
     assert Customer.objects.count() == 0
+
+
+def test_a_foreground_run_that_ends_incomplete_exits_non_zero_saying_why(monkeypatch, fake_upstream_host_is_allowed):
+    fake = FakeUpstream(records(30), total=lambda page: 30 if page == 1 else 20)
+    monkeypatch.setattr("ingestion.source._session_for", lambda url: fake.session())
+
+    with pytest.raises(CommandError) as incomplete:
+        ingest("http://upstream.test", "--quiet", "--page-size", "10")
+
+    run = IngestRun.objects.get()
+    assert run.status == "incomplete"
+    assert str(incomplete.value).startswith(f"Run {run.pk} incomplete in ")
+    assert "Error: The upstream's total changed during the walk (first page: 30, last page: 20)" in str(
+        incomplete.value
+    )

@@ -64,6 +64,18 @@ def test_runs_are_counted_by_status_including_statuses_with_none(client, runs):
     assert samples[("ingestion_runs", frozenset({("status", "abandoned")}))] == 0
 
 
+@pytest.mark.django_db
+def test_an_incomplete_or_cancelled_run_is_counted_as_such_never_as_a_success(client):
+    make_run(RunStatus.INCOMPLETE, started=T0, finished=T0 + timedelta(seconds=5), fetched=249, inserted=249)
+    make_run(RunStatus.CANCELLED, started=T0, finished=T0 + timedelta(seconds=2), fetched=20, inserted=20)
+
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_runs", status="incomplete") == 1
+    assert value(samples, "ingestion_runs", status="cancelled") == 1
+    assert value(samples, "ingestion_runs", status="succeeded") == 0
+
+
 def test_records_are_summed_over_runs_by_outcome_with_dry_runs_apart(client, runs):
     samples = scrape(client)
 
