@@ -197,7 +197,9 @@ class StagedCustomer(models.Model):
     date_of_birth = models.DateField(null=True)
     account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True)
     created_at = models.DateTimeField()
-    # Set on duplicates and conflicts; rows handed to the merge keep NULL, their counts are on the run.
+    # Why a row was refused (NULL: handed to the merge; its count is on the run). conflicting_customer_id
+    # names, for a conflict, the email's owner; for a repeated read, its own id; for a merged row,
+    # the customer that gave it its email, if one did.
     outcome = models.CharField(max_length=16, choices=StageOutcome, null=True)  # noqa: DJ001
     conflicting_customer_id = models.UUIDField(null=True)
     staged_at = models.DateTimeField(auto_now_add=True)
