@@ -5,6 +5,7 @@ cities once; each record then draws from the pools with a seeded `random.Random`
 Calling Faker for every field costs ~100 us a record, too slow for a million.
 """
 
+import calendar
 import json
 import random
 import re
@@ -45,6 +46,9 @@ _RECENT_VALID = 1000
 _DOMAINS = ("example.com", "example.org", "example.net", "mail.example", "post.example")
 _BIRTH_DAYS = (date(1940, 1, 1).toordinal(), date(2006, 12, 31).toordinal())
 _CREATED_SECONDS = (1546300800, 1751327999)  # 2019-01-01 to 2025-06-30, UTC
+# The share of the first generation modified after its creation, at a time before its end.
+MODIFIED_RATIO = 0.2
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,12 @@ def generate_records(count: int, *, seed: int, invalid: dict[int, str]) -> Itera
     """Yield `count` customer records; the indexes in `invalid` are broken as planned."""
     pools = _Pools(seed)
     rng = random.Random(seed)
+    # A stream of its own, so that every other field is what the seed gave before updated_at.
+    modified = random.Random(f"updated:{seed}")
     recent_valid: list[dict] = []
     for index in range(count):
         record = _valid_record(index, rng, pools)
+        record["updated_at"] = _first_modification(record["created_at"], modified)
         kind = invalid.get(index)
         if kind is None:
             recent_valid.append(record)
@@ -158,8 +165,21 @@ def _valid_record(index: int, rng: random.Random, pools: _Pools) -> dict:
         "address": f"{rng.randint(1, 9999)} {rng.choice(pools.streets)}, {rng.choice(pools.places)}",
         "date_of_birth": date.fromordinal(rng.randint(*_BIRTH_DAYS)).isoformat(),
         "account_balance": Decimal(rng.randint(0, 25_000_000)).scaleb(-2),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rng.randint(*_CREATED_SECONDS))),
+        "created_at": format_time(rng.randint(*_CREATED_SECONDS)),
     }
+
+
+def format_time(seconds: int) -> str:
+    """Epoch seconds as the records write times: ISO-8601 UTC, whole seconds, a Z."""
+    return time.strftime(TIME_FORMAT, time.gmtime(seconds))
+
+
+def _first_modification(created_at: str, rng: random.Random) -> str:
+    """created_at for most records; for MODIFIED_RATIO of them a later time within the first generation."""
+    created = calendar.timegm(time.strptime(created_at, TIME_FORMAT))
+    if rng.random() >= MODIFIED_RATIO or created >= _CREATED_SECONDS[1]:
+        return created_at
+    return format_time(rng.randint(created + 1, _CREATED_SECONDS[1]))
 
 
 def _break(record: dict, kind: str, rng: random.Random, recent_valid: list[dict]) -> None:

@@ -33,10 +33,13 @@ FIELDS = (
     "date_of_birth",
     "account_balance",
     "created_at",
+    "updated_at",
 )
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 RAW_BALANCE = re.compile(rb'"account_balance":\d+\.\d{2}[,}]')
 CREATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# The first generation's clock: nothing in it was created or modified later.
+FIRST_GENERATION_END = "2025-06-30T23:59:59Z"
 
 
 def classify(path):
@@ -150,8 +153,31 @@ def test_valid_records_have_the_contract_format(generated_dataset):
         assert record["customer_id"] == str(uuid.uuid5(CUSTOMER_ID_NAMESPACE, str(index)))
         assert RAW_BALANCE.search(line), line
         assert CREATED_AT.fullmatch(record["created_at"])
+        assert CREATED_AT.fullmatch(record["updated_at"])
+        # Same fixed-width format, so text order is time order.
+        assert record["created_at"] <= record["updated_at"] <= FIRST_GENERATION_END
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date_of_birth"])
         assert all(isinstance(record[name], str) and record[name] for name in FIELDS if name != "account_balance")
+
+
+def test_a_fifth_of_the_first_generation_was_modified_after_creation(generated_dataset):
+    records = [json.loads(line) for line in generated_dataset.read_bytes().splitlines()]
+    later = [record for record in records if record["updated_at"] != record.get("created_at", record["updated_at"])]
+
+    assert 0.15 < len(later) / len(records) < 0.25
+    assert all(record["updated_at"] > record["created_at"] for record in later)
+
+
+def test_updated_at_draws_leave_the_other_fields_as_before(generated_dataset):
+    # The modification times come from their own random stream: every other field is
+    # what this seed generated before records had an updated_at.
+    first = json.loads(generated_dataset.read_bytes().splitlines()[0])
+
+    assert (first["first_name"], first["last_name"], first["created_at"]) == (
+        "Lynn",
+        "Rodriguez",
+        "2023-08-22T09:28:35Z",
+    )
 
 
 def test_valid_emails_are_unique_ignoring_case(generated_dataset):
