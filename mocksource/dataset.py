@@ -115,9 +115,13 @@ def generate_dataset(
     )
 
 
-def write_dataset(records: Iterable[dict], path: Path) -> int:
-    """Write any record dicts (valid or not) in the served file format; return how many."""
-    return store.write(((record.get("customer_id"), encode_record(record)) for record in records), Path(path))
+def write_dataset(records: Iterable[dict], path: Path, *, tombstones: Iterable[dict] = ()) -> int:
+    """Write any record dicts (valid or not) and tombstones as the next generation; return the record count."""
+    lines = (
+        store.Line(record.get("customer_id"), record.get("updated_at"), encode_record(record)) for record in records
+    )
+    deleted = ((tombstone["customer_id"], tombstone["deleted_at"]) for tombstone in tombstones)
+    return store.write(lines, Path(path), tombstones=deleted)
 
 
 def encode_record(record: dict) -> bytes:

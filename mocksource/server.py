@@ -19,7 +19,7 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from . import config
+from . import config, times
 from .faults import ERROR_STATUSES, NO_FAULT, AttemptCounter, Decision, Fault, FaultConfig, decide
 from .store import Store
 
@@ -32,6 +32,8 @@ _PAGING = (("page", 1, None, PAGE_RULE), ("limit", DEFAULT_LIMIT, MAX_LIMIT, LIM
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 HEALTH_PATH = "/api/health"
 LIST_PATH = "/api/customers"
+# Routed before the detail path: a customer_id "deleted" is not reachable by id.
+DELETED_PATH = "/api/customers/deleted"
 _DETAIL_PATH = re.compile(r"/api/customers/([^/]+)")
 _MALFORMED_BODIES = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
@@ -45,6 +47,17 @@ class Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Query:
+    page: int
+    limit: int
+    since: int | None  # microseconds since the epoch; None when not given
+
+    @property
+    def start(self) -> int:
+        return (self.page - 1) * self.limit
 
 
 class InvalidParameters(Exception):
@@ -95,6 +108,8 @@ class MockSource:
             return self.health
         if path == LIST_PATH:
             return functools.partial(self.customer_list, query)
+        if path == DELETED_PATH:
+            return functools.partial(self.deleted_list, query)
         if match := _DETAIL_PATH.fullmatch(path):
             return functools.partial(self.customer_detail, match[1])
         return None
@@ -103,15 +118,22 @@ class MockSource:
         return _json(200, {"status": "ok", "total": self.store.total})
 
     def customer_list(self, query: str) -> Response:
+        """Every line in file order or, with updated_since, the lines changed at or after it in change order."""
         try:
-            page, limit = parse_paging(query)
+            asked = parse_query(query, since="updated_since")
         except InvalidParameters as exc:
-            errors = dict(sorted(exc.errors.items()))
-            return _json(400, {"detail": f"Invalid value for: {', '.join(errors)}.", "errors": errors})
-        start = (page - 1) * limit
-        records = self.store.page(start, start + limit)
-        tail = json.dumps({"total": self.store.total, "page": page, "limit": limit}, separators=(",", ":"))
-        return Response(200, b'{"data":[' + records + b"]," + tail[1:].encode())
+            return _invalid(exc)
+        stop = asked.start + asked.limit
+        if asked.since is None:
+            return _listing(self.store.page(asked.start, stop), self.store.total, asked)
+        return _listing(*self.store.updated_page(asked.since, asked.start, stop), asked)
+
+    def deleted_list(self, query: str) -> Response:
+        try:
+            asked = parse_query(query, since="since")
+        except InvalidParameters as exc:
+            return _invalid(exc)
+        return _listing(*self.store.deleted_page(asked.since, asked.start, asked.start + asked.limit), asked)
 
     def customer_detail(self, customer_id: str) -> Response:
         line = self.store.find(customer_id)
@@ -157,8 +179,8 @@ class MockSource:
         return _drip(body, rate) if rate else [body]
 
 
-def parse_paging(query: str) -> tuple[int, int]:
-    """(page, limit) from a query string; `InvalidParameters` lists every bad one."""
+def parse_query(query: str, *, since: str) -> Query:
+    """Page, limit and the time parameter named `since` from a query string; `InvalidParameters` lists every bad one."""
     given = parse_qs(query, keep_blank_values=True)
     values, errors = {}, {}
     for name, default, maximum, rule in _PAGING:
@@ -171,9 +193,14 @@ def parse_paging(query: str) -> tuple[int, int]:
             errors[name] = [rule]
         else:
             values[name] = number
+    raw, moment = given.get(since), None
+    if raw is not None and len(raw) > 1:
+        errors[since] = [REPEATED_RULE]
+    elif raw is not None and (moment := times.parse(raw[0])) is None:
+        errors[since] = [times.RULE]
     if errors:
         raise InvalidParameters(errors)
-    return values["page"], values["limit"]
+    return Query(values["page"], values["limit"], moment)
 
 
 def _whole_number(text: str) -> int | None:
@@ -191,6 +218,16 @@ def _drip(body: bytes, rate: int) -> Iterator[bytes]:
         piece = body[start : start + chunk]
         yield piece
         time.sleep(len(piece) / rate)
+
+
+def _listing(records: bytes, total: int, asked: Query) -> Response:
+    tail = json.dumps({"total": total, "page": asked.page, "limit": asked.limit}, separators=(",", ":"))
+    return Response(200, b'{"data":[' + records + b"]," + tail[1:].encode())
+
+
+def _invalid(exc: InvalidParameters) -> Response:
+    errors = dict(sorted(exc.errors.items()))
+    return _json(400, {"detail": f"Invalid value for: {', '.join(errors)}.", "errors": errors})
 
 
 def _json(status: int, payload: dict) -> Response:

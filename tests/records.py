@@ -2,8 +2,7 @@
 
 `record(7)` has the id mocksource's generator gives record 7 (its CUSTOMER_ID_NAMESPACE),
 a unique email, and a Decimal balance that `write_dataset` and `FakeUpstream` send as a
-two-decimal JSON number. Every other field is plain and predictable, not generated;
-`updated_at` equals `created_at`, as for a record never modified.
+two-decimal JSON number. Every other field is plain and predictable, not generated.
 """
 
 import uuid
@@ -28,7 +27,6 @@ def record(index: int, **overrides) -> dict:
         "account_balance": Decimal(index * 12345 % 10_000_000).scaleb(-2),
         "created_at": (_EPOCH + timedelta(minutes=index)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    data["updated_at"] = data["created_at"]
     data.update(overrides)
     return data
 
