@@ -77,13 +77,13 @@ def plan_invalid(count: int, *, seed: int, invalid_ratio: float) -> dict[int, st
 
 def generate_records(count: int, *, seed: int, invalid: dict[int, str]) -> Iterator[dict]:
     """Yield `count` customer records; the indexes in `invalid` are broken as planned."""
-    pools = _Pools(seed)
+    pools = Pools(seed)
     rng = random.Random(seed)
     # A stream of its own, so that every other field is what the seed gave before updated_at.
     modified = random.Random(f"updated:{seed}")
     recent_valid: list[dict] = []
     for index in range(count):
-        record = _valid_record(index, rng, pools)
+        record = valid_record(index, rng, pools)
         record["updated_at"] = _first_modification(record["created_at"], modified)
         kind = invalid.get(index)
         if kind is None:
@@ -138,7 +138,7 @@ def encode_record(record: dict) -> bytes:
     return ("{" + ",".join(parts) + "}").encode("ascii")
 
 
-class _Pools:
+class Pools:
     def __init__(self, seed: int):
         fake = Faker("en_US")
         fake.seed_instance(seed)
@@ -148,7 +148,7 @@ class _Pools:
         self.places = [f"{fake.city()}, {fake.state_abbr()} {fake.postcode()}" for _ in range(_POOL_SIZE)]
 
 
-def _valid_record(index: int, rng: random.Random, pools: _Pools) -> dict:
+def valid_record(index: int, rng: random.Random, pools: Pools) -> dict:
     first, last = rng.choice(pools.first_names), rng.choice(pools.last_names)
     # The local part has no digits, so the index after it keeps every generated email unique.
     local = re.sub(r"[^a-z.]", "", f"{first}.{last}".lower())

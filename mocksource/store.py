@@ -94,6 +94,8 @@ def write(
     generations.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".new-", dir=generations))
     try:
+        # mkdtemp makes it private; the server may run as another user than the generator.
+        folder.chmod(0o755)
         count = _write_generation(lines, folder / path.name, tombstones, next_index)
         current = generations / str(_next_number(generations))
         os.rename(folder, current)

@@ -1,9 +1,15 @@
 import json
+import time
+import tracemalloc
+from io import BytesIO
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from mocksource import server
 from mocksource.dataset import encode_record, write_dataset
+from mocksource.faults import FaultConfig
 from tests.mocksource.datasets import GENERATED_COUNT
 from tests.records import record, records
 from tests.upstream import running_mocksource
@@ -349,3 +355,66 @@ def test_deleted_pages_are_validated_like_the_listing(changing):
 
 def test_a_dataset_without_deletions_has_no_tombstones(upstream):
     assert get(f"{upstream}/api/customers/deleted").json() == {"data": [], "total": 0, "page": 1, "limit": 10}
+
+
+# --- A new generation under a running server ---------------------------------------------
+
+
+def test_a_new_generation_is_served_from_the_next_request_without_a_restart(tmp_path):
+    path = tmp_path / "customers.jsonl"
+    write_dataset(records(5), path)
+    with running_mocksource(path) as base_url:
+        before = get(f"{base_url}/api/customers").json()["total"]
+        write_dataset(records(8), path)
+        after = get(f"{base_url}/api/customers").json()["total"]
+        health = get(f"{base_url}/api/health").json()
+
+    assert (before, after, health["total"]) == (5, 8, 8)
+
+
+def test_a_request_in_flight_finishes_on_the_generation_it_started_with(tmp_path, monkeypatch):
+    path = tmp_path / "customers.jsonl"
+    write_dataset(records(5), path)
+    during = []
+
+    def evolve_while_asleep(seconds):
+        # The configured latency is the pause of a request already under way: the upstream
+        # moves to its next generation then, and a second request is served meanwhile.
+        if not during:
+            during.append(None)
+            write_dataset(records(8, start=100), path)
+            during[0] = get(f"{base_url}/api/customers", params={"limit": 100}).json()
+
+    monkeypatch.setattr(server, "time", SimpleNamespace(sleep=evolve_while_asleep, time=time.time))
+    with running_mocksource(path, FaultConfig(latency_ms=1)) as base_url:
+        in_flight = get(f"{base_url}/api/customers", params={"limit": 100}).json()
+        afterwards = get(f"{base_url}/api/customers", params={"limit": 100}).json()
+
+    assert in_flight["data"] == as_served(records(5))
+    assert in_flight["total"] == 5
+    assert during[0]["data"] == afterwards["data"] == as_served(records(8, start=100))
+
+
+def test_the_app_holds_no_python_object_per_record_across_generations(tmp_path):
+    path = tmp_path / "customers.jsonl"
+    write_dataset(changing_records() * 300, path, tombstones=changing_tombstones() * 300)
+    app = server.create_app(path)
+
+    def serve(query, route="/api/customers"):
+        environ = {"PATH_INFO": route, "QUERY_STRING": query, "REQUEST_METHOD": "GET", "wsgi.input": BytesIO()}
+        return b"".join(app(environ, lambda status, headers: None))
+
+    serve(f"updated_since={CHANGED_AT}&page=50&limit=100")
+    write_dataset(changing_records() * 400, path, tombstones=changing_tombstones() * 400)
+    tracemalloc.start()
+    serve(f"updated_since={CHANGED_AT}&page=50&limit=100")  # opens the new generation
+    serve("page=200&limit=100")
+    serve(f"since={CHANGED_AT}&page=20&limit=100", route="/api/customers/deleted")
+    retained = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    total = json.loads(serve("limit=1"))["total"]
+    app.store.close()
+
+    # 24,000 records in the new generation; what the app keeps of them is a few mappings.
+    assert total == 24_000
+    assert retained < 16 * 1024
