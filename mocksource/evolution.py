@@ -62,12 +62,12 @@ def evolve_dataset(
     except store.DatasetError as exc:
         raise EvolutionError(str(exc)) from None
     evolution = _Evolution(current, stamp=_checked_time(at, current), seed=seed)
-    evolution.pick(changed=share(current.total, changed), deleted=share(current.total, deleted))
+    evolution.pick(
+        changed=share(current.total, changed), deleted=share(current.total, deleted), added=share(current.total, added)
+    )
+    tombstones = evolution.tombstones()
     total = store.write(
-        evolution.lines(added=share(current.total, added)),
-        Path(output or source),
-        tombstones=evolution.tombstones(),
-        next_index=evolution.next_index,
+        evolution.lines(), Path(output or source), tombstones=tombstones, next_index=evolution.next_index
     )
     return EvolutionSummary(
         path=Path(output or source),
@@ -75,7 +75,7 @@ def evolve_dataset(
         changed=evolution.changed,
         deleted=len(evolution.gone),
         added=evolution.added,
-        tombstones=len(evolution.tombstones()),
+        tombstones=len(tombstones),
         at=evolution.stamp,
         seconds=time.monotonic() - started,
     )
@@ -88,8 +88,8 @@ class _Evolution:
         self.pools = Pools(seed)
         self.changed = self.added = 0
 
-    def pick(self, *, changed: int, deleted: int) -> None:
-        """Choose the lines to delete and to change, disjoint, by line number."""
+    def pick(self, *, changed: int, deleted: int, added: int) -> None:
+        """Choose the lines to delete and to change, disjoint, by line number, and how many to add."""
         if changed + deleted > self.current.total:
             raise EvolutionError(
                 f"Changing {changed} and deleting {deleted} is more records than the {self.current.total} there are."
@@ -102,9 +102,10 @@ class _Evolution:
         self._deleted_lines = set(picked[:deleted])
         # Every changed line and every added record takes an index of its own: fresh ids and
         # emails (the index is their unique digits); a changed line that is deleted skips one.
-        self.next_index = self.current.next_index + changed
+        self._adding = range(self.current.next_index + changed, self.current.next_index + changed + added)
+        self.next_index = self._adding.stop
 
-    def lines(self, *, added: int) -> Iterator[store.Line]:
+    def lines(self) -> Iterator[store.Line]:
         changing_index = self.current.next_index
         for number in range(self.current.total):
             line = self.current.line(number)
@@ -116,10 +117,9 @@ class _Evolution:
                 changing_index += 1
                 self.changed += 1
             yield store.Line(customer_id, updated_at, line)
-        for _ in range(added):
-            record = valid_record(self.next_index, self.rng, self.pools)
+        for index in self._adding:
+            record = valid_record(index, self.rng, self.pools)
             record["created_at"] = record["updated_at"] = self.stamp
-            self.next_index += 1
             self.added += 1
             yield store.Line(record["customer_id"], self.stamp, encode_record(record))
 

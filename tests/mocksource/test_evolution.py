@@ -85,6 +85,11 @@ def test_added_records_come_last_with_fresh_ids_created_and_updated_at_the_evolu
     assert len(set(emails)) == len(emails)
 
 
+def test_the_next_generation_starts_its_indexes_after_every_one_this_one_used(evolved):
+    # Each changed record's new email and each added record's id took an index of its own.
+    assert Store(evolved[0]).next_index == BASE_COUNT + CHANGED + ADDED
+
+
 def test_same_input_and_seed_give_a_byte_identical_generation(base, evolved, tmp_path):
     again = tmp_path / "customers.jsonl"
     evolve_dataset(base, output=again, at=AT, seed=5, **SHARES)
