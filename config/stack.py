@@ -279,6 +279,9 @@ def banner(env: Mapping[str, str], account: Mapping[str, str]) -> str:
             f"  Admin          {api}{admin_path(env)}",
             f"  API docs       {api}/api/docs",
             f"  Mocksource     http://127.0.0.1:{env['MOCKSOURCE_PORT']}/api/customers",
+            # The running mocksource serves the new generation from its next request.
+            f"  Evolve data    python manage.py generate_customers --evolve {env['MOCKSOURCE_DATASET']}"
+            " --changed 1% --deleted 0.1% --added 0.5% --at $(date -u +%Y-%m-%dT%H:%M:%SZ)",
             "",
             f"  Username       {account['username']}",
             f"  Password       {password}",

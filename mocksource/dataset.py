@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -45,6 +45,9 @@ _RECENT_VALID = 1000
 _DOMAINS = ("example.com", "example.org", "example.net", "mail.example", "post.example")
 _BIRTH_DAYS = (date(1940, 1, 1).toordinal(), date(2006, 12, 31).toordinal())
 _CREATED_SECONDS = (1546300800, 1751327999)  # 2019-01-01 to 2025-06-30, UTC
+# The share of the first generation modified after its creation, at a time before its end.
+MODIFIED_RATIO = 0.2
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,14 @@ def plan_invalid(count: int, *, seed: int, invalid_ratio: float) -> dict[int, st
 
 def generate_records(count: int, *, seed: int, invalid: dict[int, str]) -> Iterator[dict]:
     """Yield `count` customer records; the indexes in `invalid` are broken as planned."""
-    pools = _Pools(seed)
+    pools = Pools(seed)
     rng = random.Random(seed)
+    # A stream of its own, so that every other field is what the seed gave before updated_at.
+    modified = random.Random(f"updated:{seed}")
     recent_valid: list[dict] = []
     for index in range(count):
-        record = _valid_record(index, rng, pools)
+        record = valid_record(index, rng, pools)
+        record["updated_at"] = _first_modification(record["created_at"], modified)
         kind = invalid.get(index)
         if kind is None:
             recent_valid.append(record)
@@ -108,9 +114,13 @@ def generate_dataset(
     )
 
 
-def write_dataset(records: Iterable[dict], path: Path) -> int:
-    """Write any record dicts (valid or not) in the served file format; return how many."""
-    return store.write(((record.get("customer_id"), encode_record(record)) for record in records), Path(path))
+def write_dataset(records: Iterable[dict], path: Path, *, tombstones: Iterable[dict] = ()) -> int:
+    """Write any record dicts (valid or not) and tombstones as the next generation; return the record count."""
+    lines = (
+        store.Line(record.get("customer_id"), record.get("updated_at"), encode_record(record)) for record in records
+    )
+    deleted = ((tombstone["customer_id"], tombstone["deleted_at"]) for tombstone in tombstones)
+    return store.write(lines, Path(path), tombstones=deleted)
 
 
 def encode_record(record: dict) -> bytes:
@@ -127,7 +137,7 @@ def encode_record(record: dict) -> bytes:
     return ("{" + ",".join(parts) + "}").encode("ascii")
 
 
-class _Pools:
+class Pools:
     def __init__(self, seed: int):
         fake = Faker("en_US")
         fake.seed_instance(seed)
@@ -137,7 +147,7 @@ class _Pools:
         self.places = [f"{fake.city()}, {fake.state_abbr()} {fake.postcode()}" for _ in range(_POOL_SIZE)]
 
 
-def _valid_record(index: int, rng: random.Random, pools: _Pools) -> dict:
+def valid_record(index: int, rng: random.Random, pools: Pools) -> dict:
     first, last = rng.choice(pools.first_names), rng.choice(pools.last_names)
     # The local part has no digits, so the index after it keeps every generated email unique.
     local = re.sub(r"[^a-z.]", "", f"{first}.{last}".lower())
@@ -158,8 +168,21 @@ def _valid_record(index: int, rng: random.Random, pools: _Pools) -> dict:
         "address": f"{rng.randint(1, 9999)} {rng.choice(pools.streets)}, {rng.choice(pools.places)}",
         "date_of_birth": date.fromordinal(rng.randint(*_BIRTH_DAYS)).isoformat(),
         "account_balance": Decimal(rng.randint(0, 25_000_000)).scaleb(-2),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rng.randint(*_CREATED_SECONDS))),
+        "created_at": format_time(rng.randint(*_CREATED_SECONDS)),
     }
+
+
+def format_time(seconds: int) -> str:
+    """Epoch seconds as the records write times: ISO-8601 UTC, whole seconds, a Z."""
+    return time.strftime(TIME_FORMAT, time.gmtime(seconds))
+
+
+def _first_modification(created_at: str, rng: random.Random) -> str:
+    """created_at for most records; for MODIFIED_RATIO of them a later time within the first generation."""
+    created = int(datetime.fromisoformat(created_at).timestamp())  # strptime would double the generator's time
+    if rng.random() >= MODIFIED_RATIO or created >= _CREATED_SECONDS[1]:
+        return created_at
+    return format_time(rng.randint(created + 1, _CREATED_SECONDS[1]))
 
 
 def _break(record: dict, kind: str, rng: random.Random, recent_valid: list[dict]) -> None:

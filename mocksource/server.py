@@ -7,11 +7,13 @@ tests call `create_app(dataset_path, faults=FaultConfig(...))` instead. Pages ar
 from the already encoded dataset lines, joined without parsing them.
 """
 
+import contextlib
 import email.utils
 import functools
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,9 +21,9 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from . import config
+from . import config, times
 from .faults import ERROR_STATUSES, NO_FAULT, AttemptCounter, Decision, Fault, FaultConfig, decide
-from .store import Store
+from .store import DatasetError, Store
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -32,6 +34,8 @@ _PAGING = (("page", 1, None, PAGE_RULE), ("limit", DEFAULT_LIMIT, MAX_LIMIT, LIM
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 HEALTH_PATH = "/api/health"
 LIST_PATH = "/api/customers"
+# Routed before the detail path: a customer_id "deleted" is not reachable by id.
+DELETED_PATH = "/api/customers/deleted"
 _DETAIL_PATH = re.compile(r"/api/customers/([^/]+)")
 _MALFORMED_BODIES = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
@@ -45,6 +49,17 @@ class Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Query:
+    page: int
+    limit: int
+    since: int | None  # microseconds since the epoch; None when not given
+
+    @property
+    def start(self) -> int:
+        return (self.page - 1) * self.limit
 
 
 class InvalidParameters(Exception):
@@ -74,13 +89,27 @@ class MockSource:
     """The WSGI callable: routes, validates paging, and misbehaves on purpose when told to."""
 
     def __init__(self, store: Store, faults: FaultConfig):
-        self.store = store
+        self._store = store
+        self._reopening = threading.Lock()
         self.faults = faults
         self._attempts = AttemptCounter()
 
+    @property
+    def store(self) -> Store:
+        """The dataset's current generation: one stat a call, a reopen when the path names a new one."""
+        if self._store.replaced():
+            with self._reopening:
+                if self._store.replaced():
+                    # The old store is not closed: a request in flight may still be slicing
+                    # its maps; they are unmapped when the last such request lets go of it.
+                    with contextlib.suppress(DatasetError):  # a broken generation: keep this one
+                        self._store = Store(self._store.path)
+        return self._store
+
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
-        handle = self._route(path, query)
+        # Taken once: everything this request reads comes from the generation current now.
+        handle = self._route(self.store, path, query)
         if handle is None:
             return _send(start_response, _error(404, "Not found."))
         method = environ["REQUEST_METHOD"]
@@ -90,32 +119,16 @@ class MockSource:
             return _send(start_response, handle())
         return self._serve_with_faults(start_response, f"{path}?{query}", handle)
 
-    def _route(self, path: str, query: str) -> Callable[[], Response] | None:
+    def _route(self, store: Store, path: str, query: str) -> Callable[[], Response] | None:
         if path == HEALTH_PATH:
-            return self.health
+            return functools.partial(health, store)
         if path == LIST_PATH:
-            return functools.partial(self.customer_list, query)
+            return functools.partial(customer_list, store, query)
+        if path == DELETED_PATH:
+            return functools.partial(deleted_list, store, query)
         if match := _DETAIL_PATH.fullmatch(path):
-            return functools.partial(self.customer_detail, match[1])
+            return functools.partial(customer_detail, store, match[1])
         return None
-
-    def health(self) -> Response:
-        return _json(200, {"status": "ok", "total": self.store.total})
-
-    def customer_list(self, query: str) -> Response:
-        try:
-            page, limit = parse_paging(query)
-        except InvalidParameters as exc:
-            errors = dict(sorted(exc.errors.items()))
-            return _json(400, {"detail": f"Invalid value for: {', '.join(errors)}.", "errors": errors})
-        start = (page - 1) * limit
-        records = self.store.page(start, start + limit)
-        tail = json.dumps({"total": self.store.total, "page": page, "limit": limit}, separators=(",", ":"))
-        return Response(200, b'{"data":[' + records + b"]," + tail[1:].encode())
-
-    def customer_detail(self, customer_id: str) -> Response:
-        line = self.store.find(customer_id)
-        return _error(404, "Customer not found.") if line is None else Response(200, line)
 
     def _serve_with_faults(
         self, start_response: Callable, request_key: str, handle: Callable[[], Response]
@@ -157,8 +170,37 @@ class MockSource:
         return _drip(body, rate) if rate else [body]
 
 
-def parse_paging(query: str) -> tuple[int, int]:
-    """(page, limit) from a query string; `InvalidParameters` lists every bad one."""
+def health(store: Store) -> Response:
+    return _json(200, {"status": "ok", "total": store.total})
+
+
+def customer_list(store: Store, query: str) -> Response:
+    """Every line in file order or, with updated_since, the lines changed at or after it in change order."""
+    try:
+        asked = parse_query(query, since="updated_since")
+    except InvalidParameters as exc:
+        return _invalid(exc)
+    stop = asked.start + asked.limit
+    if asked.since is None:
+        return _listing(store.page(asked.start, stop), store.total, asked)
+    return _listing(*store.updated_page(asked.since, asked.start, stop), asked)
+
+
+def deleted_list(store: Store, query: str) -> Response:
+    try:
+        asked = parse_query(query, since="since")
+    except InvalidParameters as exc:
+        return _invalid(exc)
+    return _listing(*store.deleted_page(asked.since, asked.start, asked.start + asked.limit), asked)
+
+
+def customer_detail(store: Store, customer_id: str) -> Response:
+    line = store.find(customer_id)
+    return _error(404, "Customer not found.") if line is None else Response(200, line)
+
+
+def parse_query(query: str, *, since: str) -> Query:
+    """Page, limit and the time parameter named `since` from a query string; `InvalidParameters` lists every bad one."""
     given = parse_qs(query, keep_blank_values=True)
     values, errors = {}, {}
     for name, default, maximum, rule in _PAGING:
@@ -171,9 +213,14 @@ def parse_paging(query: str) -> tuple[int, int]:
             errors[name] = [rule]
         else:
             values[name] = number
+    raw, moment = given.get(since), None
+    if raw is not None and len(raw) > 1:
+        errors[since] = [REPEATED_RULE]
+    elif raw is not None and (moment := times.parse(raw[0])) is None:
+        errors[since] = [times.RULE]
     if errors:
         raise InvalidParameters(errors)
-    return values["page"], values["limit"]
+    return Query(values["page"], values["limit"], moment)
 
 
 def _whole_number(text: str) -> int | None:
@@ -191,6 +238,16 @@ def _drip(body: bytes, rate: int) -> Iterator[bytes]:
         piece = body[start : start + chunk]
         yield piece
         time.sleep(len(piece) / rate)
+
+
+def _listing(records: bytes, total: int, asked: Query) -> Response:
+    tail = json.dumps({"total": total, "page": asked.page, "limit": asked.limit}, separators=(",", ":"))
+    return Response(200, b'{"data":[' + records + b"]," + tail[1:].encode())
+
+
+def _invalid(exc: InvalidParameters) -> Response:
+    errors = dict(sorted(exc.errors.items()))
+    return _json(400, {"detail": f"Invalid value for: {', '.join(errors)}.", "errors": errors})
 
 
 def _json(status: int, payload: dict) -> Response:

@@ -117,6 +117,16 @@ def test_create_api_token_output_is_parsed_into_the_banner(tmp_path):
     assert "http://127.0.0.1:8100/backoffice/" in text
 
 
+def test_the_banner_says_in_one_line_how_to_evolve_the_upstreams_data(tmp_path):
+    text = banner(_env(tmp_path, MOCKSOURCE_DATASET="data/other.jsonl"), {"username": "demo", "token": "abc123"})
+
+    lines = [line for line in text.splitlines() if "--evolve" in line]
+    assert lines == [
+        "  Evolve data    python manage.py generate_customers --evolve data/other.jsonl"
+        " --changed 1% --deleted 0.1% --added 0.5% --at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    ]
+
+
 def test_a_bad_debug_value_in_the_admin_path_is_refused_with_the_variable_name():
     with pytest.raises(StackError, match="DJANGO_DEBUG must be true or false"):
         admin_path({"DJANGO_DEBUG": "maybe"})

@@ -18,7 +18,7 @@ from mocksource.dataset import (
     write_dataset,
 )
 from mocksource.store import Store
-from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED
+from tests.mocksource.datasets import GENERATED_COUNT, GENERATED_SEED, generation_files
 from tests.records import records
 
 # The contract's fields, in the order the generator writes them (spelled out on purpose:
@@ -33,10 +33,13 @@ FIELDS = (
     "date_of_birth",
     "account_balance",
     "created_at",
+    "updated_at",
 )
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 RAW_BALANCE = re.compile(rb'"account_balance":\d+\.\d{2}[,}]')
 CREATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# The first generation's clock: nothing in it was created or modified later.
+FIRST_GENERATION_END = "2025-06-30T23:59:59Z"
 
 
 def classify(path):
@@ -79,10 +82,11 @@ def generate_output(path, *args):
 def test_same_seed_gives_byte_identical_files(tmp_path, generated_dataset):
     generate_dataset(tmp_path / "again.jsonl", count=GENERATED_COUNT, seed=GENERATED_SEED)
 
-    for suffix in ("", ".idx", ".ids.idx"):
-        assert (tmp_path / f"again.jsonl{suffix}").read_bytes() == generated_dataset.with_name(
-            f"customers.jsonl{suffix}"
-        ).read_bytes()
+    again = {
+        name.replace("again", "customers"): data for name, data in generation_files(tmp_path / "again.jsonl").items()
+    }
+    assert len(again) == 7
+    assert again == generation_files(generated_dataset)
 
 
 def test_different_seed_gives_different_records_with_the_same_ids(tmp_path, generated_dataset):
@@ -150,8 +154,31 @@ def test_valid_records_have_the_contract_format(generated_dataset):
         assert record["customer_id"] == str(uuid.uuid5(CUSTOMER_ID_NAMESPACE, str(index)))
         assert RAW_BALANCE.search(line), line
         assert CREATED_AT.fullmatch(record["created_at"])
+        assert CREATED_AT.fullmatch(record["updated_at"])
+        # Same fixed-width format, so text order is time order.
+        assert record["created_at"] <= record["updated_at"] <= FIRST_GENERATION_END
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date_of_birth"])
         assert all(isinstance(record[name], str) and record[name] for name in FIELDS if name != "account_balance")
+
+
+def test_a_fifth_of_the_first_generation_was_modified_after_creation(generated_dataset):
+    records = [json.loads(line) for line in generated_dataset.read_bytes().splitlines()]
+    later = [record for record in records if record["updated_at"] != record.get("created_at", record["updated_at"])]
+
+    assert 0.15 < len(later) / len(records) < 0.25
+    assert all(record["updated_at"] > record["created_at"] for record in later)
+
+
+def test_updated_at_draws_leave_the_other_fields_as_before(generated_dataset):
+    # The modification times come from their own random stream: every other field is
+    # what this seed generated before records had an updated_at.
+    first = json.loads(generated_dataset.read_bytes().splitlines()[0])
+
+    assert (first["first_name"], first["last_name"], first["created_at"]) == (
+        "Lynn",
+        "Rodriguez",
+        "2023-08-22T09:28:35Z",
+    )
 
 
 def test_valid_emails_are_unique_ignoring_case(generated_dataset):
@@ -192,11 +219,9 @@ def test_write_dataset_replaces_the_files_without_leaving_temporaries(tmp_path):
     write_dataset(records(4), tmp_path / "customers.jsonl")
 
     assert Store(tmp_path / "customers.jsonl").total == 4
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "customers.jsonl",
-        "customers.jsonl.ids.idx",
-        "customers.jsonl.idx",
-    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.jsonl", "customers.jsonl.generations"]
+    # The current generation and the one before it, for a server still reading that.
+    assert len(list((tmp_path / "customers.jsonl.generations").iterdir())) == 2
 
 
 def test_record_builder_is_deterministic_continues_from_start_and_uses_the_generators_ids():
@@ -207,4 +232,5 @@ def test_record_builder_is_deterministic_continues_from_start_and_uses_the_gener
     assert [record["customer_id"] for record in built] == [record["customer_id"] for record in generated]
     assert len({record["email"] for record in built}) == 5
     assert records(5, start=10) == built
-    assert all(list(record) == list(FIELDS) for record in built)
+    # No updated_at: the pipeline stages none yet, and its tests compare what it kept with what they sent.
+    assert all(list(record) == list(FIELDS[:-1]) for record in built)
