@@ -163,11 +163,19 @@ def prepare(env: Mapping[str, str], *, remember_password: bool) -> dict[str, str
     manage(env, "migrate", "--noinput")
     manage(env, "createcachetable")
     manage(env, "collectstatic", "--noinput")
-    if not (PROJECT_DIR / env["MOCKSOURCE_DATASET"]).exists():
+    if needs_dataset(PROJECT_DIR / env["MOCKSOURCE_DATASET"]):
         # generate_customers writes to MOCKSOURCE_DATASET, the file mocksource serves.
-        say(f"No dataset at {env['MOCKSOURCE_DATASET']} yet: generating it.")
+        say(f"No dataset of the current layout at {env['MOCKSOURCE_DATASET']} yet: generating it.")
         manage(env, "generate_customers")
     return demo_account(env, remember_password=remember_password)
+
+
+def needs_dataset(path: Path) -> bool:
+    """Whether the dataset must be generated: it is missing, or a single file of the layout before generations.
+
+    A current dataset is a link to its generation's file; mocksource refuses the old layout.
+    """
+    return not path.is_symlink()
 
 
 def demo_account(env: Mapping[str, str], *, remember_password: bool) -> dict[str, str]:

@@ -1,13 +1,17 @@
 import stat
+from io import StringIO
 from pathlib import Path
 
 import pytest
+import yaml
+from django.core.management import call_command
 
 from config.stack import (
     StackError,
     admin_path,
     banner,
     child_environment,
+    needs_dataset,
     parse_key_values,
     secret_key,
     services,
@@ -130,3 +134,18 @@ def test_the_banner_says_in_one_line_how_to_evolve_the_upstreams_data(tmp_path):
 def test_a_bad_debug_value_in_the_admin_path_is_refused_with_the_variable_name():
     with pytest.raises(StackError, match="DJANGO_DEBUG must be true or false"):
         admin_path({"DJANGO_DEBUG": "maybe"})
+
+
+def test_a_dataset_is_generated_when_missing_or_in_the_layout_before_generations(tmp_path):
+    dataset = tmp_path / "customers.jsonl"
+    assert needs_dataset(dataset)
+    dataset.write_text('{"customer_id": "x"}\n')  # the single file of the old layout
+    assert needs_dataset(dataset)
+    dataset.unlink()
+    call_command("generate_customers", "--count", "3", "--output", str(dataset), stdout=StringIO())
+    assert not needs_dataset(dataset)
+
+
+def test_compose_generates_the_dataset_unless_it_is_a_current_generation_link():
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    assert compose["services"]["dataset"]["command"][-1].startswith("test -L data/customers.jsonl || ")
