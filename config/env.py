@@ -69,7 +69,24 @@ def env_port(name: str, default: int, *, environ: Mapping[str, str] = os.environ
     value = environ.get(name, "").strip()
     if not value:
         return default
-    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٨٠" (which it reads as 80).
-    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
+    if not _is_port(value):
         raise ImproperlyConfigured(f"{name} must be a port number between 1 and 65535, not {value!r}.")
     return int(value)
+
+
+def env_ports(name: str, default: list[int], *, environ: Mapping[str, str] = os.environ) -> list[int]:
+    """Comma-separated TCP port numbers, empty items dropped; unset is `default`."""
+    if environ.get(name) is None:
+        return default
+    items = env_list(name, [], environ=environ)
+    for item in items:
+        if not _is_port(item):
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated port numbers between 1 and 65535, not {item!r}."
+            )
+    return [int(item) for item in items]
+
+
+def _is_port(value: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٨٠" (which it reads as 80).
+    return value.isascii() and value.isdigit() and 0 < int(value) < 65536

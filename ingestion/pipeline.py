@@ -85,7 +85,8 @@ def _execute(
     run_id, attempt = run.pk, run.attempt
     try:
         # Checked again at execution: settings or DNS may have changed since the run was queued.
-        check_source_url(run.source_url)
+        # The addresses checked now are the only ones the run's connections go to.
+        addresses = check_source_url(run.source_url)
     except SourceURLRefused as exc:
         return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
     retries = _RetryCounter(run.retries_by_reason)
@@ -94,6 +95,7 @@ def _execute(
         page_size=run.page_size,
         settings=client_settings(run.page_size),
         session=session,
+        addresses=addresses,
         on_retry=retries.add,
     )
     batch = Batch(first_position=run.fetched + 1)

@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from ingestion import exact_json
+from ingestion.source_url import PinnedAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,11 @@ class ClientSettings:
 
 
 class UpstreamClient:
-    """Fetches pages of `GET {base_url}/api/customers?page=&limit=`."""
+    """Fetches pages of `GET {base_url}/api/customers?page=&limit=`.
+
+    With `addresses` (the checked ones, from `check_source_url`), its own session connects
+    only to those.
+    """
 
     def __init__(
         self,
@@ -81,6 +87,7 @@ class UpstreamClient:
         page_size: int,
         settings: ClientSettings | None = None,
         session: requests.Session | None = None,
+        addresses: tuple[str, ...] | None = None,
         on_retry: Callable[[RetryReason], None] = lambda reason: None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -88,7 +95,7 @@ class UpstreamClient:
         self.url = base_url.rstrip("/") + "/api/customers"
         self.page_size = page_size
         self.settings = settings or ClientSettings()
-        self.session = session or _session_for(self.url)
+        self.session = session or _session_for(self.url, addresses)
         self.on_retry = on_retry
         self.sleep = sleep
         self.clock = clock
@@ -263,18 +270,26 @@ def _page_of(item) -> Page:
     return item if isinstance(item, Page) else item.page
 
 
-def _session_for(url: str) -> requests.Session:
+def _session_for(url: str, addresses: tuple[str, ...] | None = None) -> requests.Session:
     """A session that reads proxies, CA bundle and .netrc from the environment once.
 
     requests looks them up again on every request (a .netrc file lookup and proxy
     resolution per page); a run asks the same host thousands of times, so resolve
-    them here, once, and stop looking.
+    them here, once, and stop looking. With `addresses`, its connections dial only those.
     """
     session = requests.Session()
     environment = session.merge_environment_settings(url, {}, None, None, None)
     session.proxies, session.verify = environment["proxies"], environment["verify"]
     session.auth = requests.utils.get_netrc_auth(url)
     session.trust_env = False
+    if addresses is not None:
+        host = urlsplit(url).hostname
+        adapter = PinnedAdapter(host, addresses)
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, adapter)
+        if session.proxies:
+            # The proxy is then the connection target and resolves the name; what it may reach is its rules'.
+            logger.warning("upstream reached through a proxy: its addresses are not pinned", extra={"host": host})
     return session
 
 

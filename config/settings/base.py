@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_ports, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
 
 INGESTION_SOURCE_URL = env_str("INGESTION_SOURCE_URL", "http://127.0.0.1:5000")
 INGESTION_ALLOWED_HOSTS = env_list("INGESTION_ALLOWED_HOSTS", [])
+# The port of INGESTION_SOURCE_URL is allowed as well, as its host is.
+INGESTION_ALLOWED_PORTS = env_ports("INGESTION_ALLOWED_PORTS", [80, 443])
 INGESTION_ALLOW_PRIVATE_NETWORKS = env_bool("INGESTION_ALLOW_PRIVATE_NETWORKS", DEBUG)
 INGESTION_RETENTION_DAYS = env_int("INGESTION_RETENTION_DAYS", 30, minimum=1)
 INGESTION_PAGE_SIZE = env_int("INGESTION_PAGE_SIZE", 100, minimum=1)

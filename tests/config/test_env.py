@@ -3,7 +3,7 @@ from functools import partial
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_port, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_port, env_ports, env_str
 
 
 def test_unset_variables_give_the_defaults():
@@ -14,6 +14,7 @@ def test_unset_variables_give_the_defaults():
     assert env_float("X", 0.5, environ={}) == 0.5
     assert env_list("X", ["a"], environ={}) == ["a"]
     assert env_port("X", 8000, environ={}) == 8000
+    assert env_ports("X", [80, 443], environ={}) == [80, 443]
 
 
 def test_blank_numbers_and_ports_give_the_defaults():
@@ -28,6 +29,7 @@ def test_good_values_are_parsed_and_stripped():
     assert env_float("X", 0.5, minimum=0.1, environ={"X": "2.5"}) == 2.5
     assert env_list("X", [], environ={"X": " a, b ,, c "}) == ["a", "b", "c"]
     assert env_port("X", 8000, environ={"X": " 8100 "}) == 8100
+    assert env_ports("X", [80], environ={"X": " 443, 8443 ,, "}) == [443, 8443]
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,16 @@ def test_an_empty_boolean_is_false_whatever_the_default():
         (partial(env_port, "PORT", 80), "0", "PORT must be a port number between 1 and 65535, not '0'."),
         (partial(env_port, "PORT", 80), "65536", "PORT must be a port number between 1 and 65535, not '65536'."),
         (partial(env_port, "PORT", 80), "-1", "PORT must be a port number between 1 and 65535, not '-1'."),
+        (
+            partial(env_ports, "PORTS", [80]),
+            "443,https",
+            "PORTS must be comma-separated port numbers between 1 and 65535, not 'https'.",
+        ),
+        (
+            partial(env_ports, "PORTS", [80]),
+            "443, 70000",
+            "PORTS must be comma-separated port numbers between 1 and 65535, not '70000'.",
+        ),
         # str.isdigit() accepts these; int() then refuses "²" and reads "٨٠" as 80.
         (partial(env_port, "PORT", 80), "\u00b2", "PORT must be a port number between 1 and 65535, not '\u00b2'."),
         (

@@ -47,3 +47,9 @@ def test_debug_is_off_unless_asked():
     )
     assert result.returncode == 0, result.stderr
     assert "DEBUG False" in result.stdout
+
+
+def test_a_bad_allowed_upstream_port_is_refused_with_the_variable_name():
+    result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:1/x", INGESTION_ALLOWED_PORTS="443,x")
+    assert result.returncode != 0
+    assert "INGESTION_ALLOWED_PORTS must be comma-separated port numbers between 1 and 65535, not 'x'." in result.stderr

@@ -124,6 +124,7 @@ def test_resume_option_continues_a_failed_or_cancelled_run(tmp_path, settings, s
 
 def test_unreachable_upstream_fails_with_a_sentence(settings):
     settings.INGESTION_MAX_RETRIES = 0
+    settings.INGESTION_ALLOWED_PORTS = [9]
     with pytest.raises(CommandError, match="connection failed"):
         ingest("http://127.0.0.1:9", "--quiet")
 
@@ -218,7 +219,7 @@ def test_a_foreground_run_cancelled_while_it_runs_exits_non_zero_saying_so(monke
             runs.cancel(IngestRun.objects.get().pk, by="an operator")
 
     fake = FakeUpstream(records(30), on_request=cancel_while_page_one_is_fetched)
-    monkeypatch.setattr("ingestion.source._session_for", lambda url: fake.session())
+    monkeypatch.setattr("ingestion.source._session_for", lambda url, addresses: fake.session())
 
     with pytest.raises(CommandError) as cancelled:
         ingest("http://upstream.test", "--quiet")
@@ -235,7 +236,7 @@ def test_a_foreground_run_cancelled_while_it_runs_exits_non_zero_saying_so(monke
 
 def test_a_foreground_run_that_ends_incomplete_exits_non_zero_saying_why(monkeypatch, fake_upstream_host_is_allowed):
     fake = FakeUpstream(records(30), total=lambda page: 30 if page == 1 else 20)
-    monkeypatch.setattr("ingestion.source._session_for", lambda url: fake.session())
+    monkeypatch.setattr("ingestion.source._session_for", lambda url, addresses: fake.session())
 
     with pytest.raises(CommandError) as incomplete:
         ingest("http://upstream.test", "--quiet", "--page-size", "10")
@@ -246,3 +247,11 @@ def test_a_foreground_run_that_ends_incomplete_exits_non_zero_saying_why(monkeyp
     assert "Error: The upstream's total changed during the walk (first page: 30, last page: 20)" in str(
         incomplete.value
     )
+
+
+def test_a_source_url_on_a_port_not_allowed_is_a_command_error_naming_the_setting():
+    with pytest.raises(
+        CommandError, match="Port 22 is not an allowed upstream port; add it to INGESTION_ALLOWED_PORTS"
+    ):
+        ingest("http://127.0.0.1:22", "--quiet")
+    assert not IngestRun.objects.exists()

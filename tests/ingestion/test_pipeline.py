@@ -147,6 +147,7 @@ def test_unreachable_upstream_fails_the_run_cleanly(settings):
 
     settings.INGESTION_MAX_RETRIES = 1
     settings.INGESTION_CONNECT_TIMEOUT = 1
+    settings.INGESTION_ALLOWED_PORTS = [9]
     run = runs.create_run(trigger="command", source_url="http://127.0.0.1:9")
     run = pipeline.execute_run(run.pk)
     assert run.status == "failed"

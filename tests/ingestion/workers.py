@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 from config import processes
 from ingestion import tasks
 from tests.database import subprocess_database_url
@@ -19,6 +21,8 @@ def worker_process(**env) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INGESTION_"))},
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": subprocess_database_url(),
+        # The ports this test allows (a test upstream's own), as the worker reads them.
+        "INGESTION_ALLOWED_PORTS": ",".join(str(port) for port in settings.INGESTION_ALLOWED_PORTS),
         **env,
     }
     command = [sys.executable, "manage.py", "procrastinate", "worker", "--queues", tasks.QUEUE]
