@@ -173,6 +173,19 @@ ADMIN_URL = env_str("DJANGO_ADMIN_URL", "admin/" if DEBUG else "backoffice/")
 if not ADMIN_URL.endswith("/"):
     raise ImproperlyConfigured("DJANGO_ADMIN_URL must end with a slash, for example 'staff-console/'.")
 
+# --- Accounts ---------------------------------------------------------------------
+
+ACCOUNTS_PASSWORD_MIN_LENGTH = env_int("ACCOUNTS_PASSWORD_MIN_LENGTH", 12, minimum=8)
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": ACCOUNTS_PASSWORD_MIN_LENGTH},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 # --- API --------------------------------------------------------------------------
 
 REST_FRAMEWORK = {

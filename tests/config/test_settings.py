@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_check(**env_overrides):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    # Without the suite's own settings variables (config/settings/test.py sets some).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "API_"))}
     env.update(env_overrides)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
     code = "import django; django.setup(); " + env.pop("PYTHON_CODE", "")
@@ -47,3 +48,15 @@ def test_debug_is_off_unless_asked():
     )
     assert result.returncode == 0, result.stderr
     assert "DEBUG False" in result.stdout
+
+
+def test_the_password_minimum_length_comes_from_its_variable():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        ACCOUNTS_PASSWORD_MIN_LENGTH="16",
+        PYTHON_CODE="from django.conf import settings as s; print(s.AUTH_PASSWORD_VALIDATORS[1]['OPTIONS'])",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "{'min_length': 16}\n"
