@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,6 +50,42 @@ def test_debug_is_off_unless_asked():
     )
     assert result.returncode == 0, result.stderr
     assert "DEBUG False" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "sentence"),
+    [
+        ("ACCOUNTS_PASSWORD_MIN_LENGTH", "6", "ACCOUNTS_PASSWORD_MIN_LENGTH must be at least 8, not 6."),
+        ("ACCOUNTS_LOCKOUT_FAILURES", "0", "ACCOUNTS_LOCKOUT_FAILURES must be at least 1, not 0."),
+        ("ACCOUNTS_LOCKOUT_MINUTES", "soon", "ACCOUNTS_LOCKOUT_MINUTES must be a whole number, not 'soon'."),
+        ("DJANGO_TRUSTED_PROXY_COUNT", "-1", "DJANGO_TRUSTED_PROXY_COUNT must be at least 0, not -1."),
+    ],
+)
+def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variable, value, sentence):
+    result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:1/x", **{variable: value})
+
+    assert result.returncode != 0
+    assert sentence in result.stderr
+
+
+def test_password_validators_and_lockout_defaults():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE=(
+            "from django.conf import settings as s; "
+            "print([v['NAME'].rsplit('.', 1)[1] for v in s.AUTH_PASSWORD_VALIDATORS]); "
+            "print(s.AUTH_PASSWORD_VALIDATORS[1]['OPTIONS'], s.ACCOUNTS_LOCKOUT_FAILURES, "
+            "s.ACCOUNTS_LOCKOUT_MINUTES, s.TRUSTED_PROXY_COUNT)"
+        ),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['UserAttributeSimilarityValidator', 'MinimumLengthValidator', 'CommonPasswordValidator', "
+        "'NumericPasswordValidator']",
+        "{'min_length': 12} 5 15 0",
+    ]
 
 
 def test_the_password_minimum_length_comes_from_its_variable():
