@@ -217,6 +217,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# /api/schema and /api/docs for anyone, or only for signed-in callers (api/docs.py).
+API_PUBLIC_DOCS = env_bool("API_PUBLIC_DOCS", DEBUG)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Customer data pipeline API",
     "DESCRIPTION": "Customers loaded from the upstream source, and the ingestion runs that load them.",

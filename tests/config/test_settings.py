@@ -59,6 +59,7 @@ def test_debug_is_off_unless_asked():
         ("ACCOUNTS_LOCKOUT_FAILURES", "0", "ACCOUNTS_LOCKOUT_FAILURES must be at least 1, not 0."),
         ("ACCOUNTS_LOCKOUT_MINUTES", "soon", "ACCOUNTS_LOCKOUT_MINUTES must be a whole number, not 'soon'."),
         ("DJANGO_TRUSTED_PROXY_COUNT", "-1", "DJANGO_TRUSTED_PROXY_COUNT must be at least 0, not -1."),
+        ("API_PUBLIC_DOCS", "maybe", "API_PUBLIC_DOCS must be true or false"),
     ],
 )
 def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variable, value, sentence):
@@ -66,6 +67,19 @@ def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variab
 
     assert result.returncode != 0
     assert sentence in result.stderr
+
+
+@pytest.mark.parametrize(("debug", "public"), [("true", True), ("false", False)])
+def test_api_docs_are_public_by_default_only_in_debug(debug, public):
+    result = _run_check(
+        DJANGO_DEBUG=debug,
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE="from django.conf import settings; print('PUBLIC', settings.API_PUBLIC_DOCS)",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"PUBLIC {public}" in result.stdout
 
 
 def test_password_validators_and_lockout_defaults():
