@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("api", "config", "customers", "ingestion", "mocksource")
+APPS = ("accounts", "api", "config", "customers", "ingestion", "mocksource")
 
 
 def imports_of(package: str) -> set[str]:
@@ -30,6 +30,10 @@ def from_apps(imports: set[str], *apps: str) -> set[str]:
 
 def test_api_imports_no_app():
     assert from_apps(imports_of("api"), *APPS) == set()
+
+
+def test_accounts_imports_no_other_app():
+    assert from_apps(imports_of("accounts"), "api", "config", "customers", "ingestion", "mocksource") == set()
 
 
 def test_customers_never_imports_ingestion_or_config():

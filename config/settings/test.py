@@ -9,6 +9,9 @@ os.environ.setdefault("DJANGO_HTTPS", "false")
 os.environ.setdefault("INGESTION_ALLOW_PRIVATE_NETWORKS", "true")
 # Throttle counters per process in tests; a test that checks throttling sets its own rates.
 os.environ.setdefault("DJANGO_CACHE", "locmem")
+# The contract test reads /api/schema anonymously when it is collected; the docs tests
+# switch this off to check the default of production.
+os.environ.setdefault("API_PUBLIC_DOCS", "true")
 
 from .base import *  # noqa: F403
 

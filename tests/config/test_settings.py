@@ -3,11 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_check(**env_overrides):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    # Without the suite's own settings variables (config/settings/test.py sets some).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "API_"))}
     env.update(env_overrides)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
     code = "import django; django.setup(); " + env.pop("PYTHON_CODE", "")
@@ -53,3 +56,65 @@ def test_a_bad_allowed_upstream_port_is_refused_with_the_variable_name():
     result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:1/x", INGESTION_ALLOWED_PORTS="443,x")
     assert result.returncode != 0
     assert "INGESTION_ALLOWED_PORTS must be comma-separated port numbers between 1 and 65535, not 'x'." in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "sentence"),
+    [
+        ("ACCOUNTS_PASSWORD_MIN_LENGTH", "6", "ACCOUNTS_PASSWORD_MIN_LENGTH must be at least 8, not 6."),
+        ("ACCOUNTS_LOCKOUT_FAILURES", "0", "ACCOUNTS_LOCKOUT_FAILURES must be at least 1, not 0."),
+        ("ACCOUNTS_LOCKOUT_MINUTES", "soon", "ACCOUNTS_LOCKOUT_MINUTES must be a whole number, not 'soon'."),
+        ("DJANGO_TRUSTED_PROXY_COUNT", "-1", "DJANGO_TRUSTED_PROXY_COUNT must be at least 0, not -1."),
+        ("API_PUBLIC_DOCS", "maybe", "API_PUBLIC_DOCS must be true or false"),
+    ],
+)
+def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variable, value, sentence):
+    result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:1/x", **{variable: value})
+
+    assert result.returncode != 0
+    assert sentence in result.stderr
+
+
+@pytest.mark.parametrize(("debug", "public"), [("true", True), ("false", False)])
+def test_api_docs_are_public_by_default_only_in_debug(debug, public):
+    result = _run_check(
+        DJANGO_DEBUG=debug,
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE="from django.conf import settings; print('PUBLIC', settings.API_PUBLIC_DOCS)",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"PUBLIC {public}" in result.stdout
+
+
+def test_password_validators_and_lockout_defaults():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE=(
+            "from django.conf import settings as s; "
+            "print([v['NAME'].rsplit('.', 1)[1] for v in s.AUTH_PASSWORD_VALIDATORS]); "
+            "print(s.AUTH_PASSWORD_VALIDATORS[1]['OPTIONS'], s.ACCOUNTS_LOCKOUT_FAILURES, "
+            "s.ACCOUNTS_LOCKOUT_MINUTES, s.TRUSTED_PROXY_COUNT)"
+        ),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['UserAttributeSimilarityValidator', 'MinimumLengthValidator', 'CommonPasswordValidator', "
+        "'NumericPasswordValidator']",
+        "{'min_length': 12} 5 15 0",
+    ]
+
+
+def test_the_password_minimum_length_comes_from_its_variable():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        ACCOUNTS_PASSWORD_MIN_LENGTH="16",
+        PYTHON_CODE="from django.conf import settings as s; print(s.AUTH_PASSWORD_VALIDATORS[1]['OPTIONS'])",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "{'min_length': 16}\n"

@@ -98,6 +98,8 @@ def api_data(db, settings, monkeypatch):
     settings.INGESTION_MAX_WAIT_SECONDS = 0
     # Throttling has its own tests; here every generated request must reach the view.
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "100000/minute"})
+    # So is the lockout: generated Authorization headers are failed token checks from one address.
+    settings.ACCOUNTS_LOCKOUT_FAILURES = 1_000_000
     # The test transaction is the requests' connection: as Django's test client does, keep
     # the request signals from closing it between requests.
     request_started.disconnect(close_old_connections)

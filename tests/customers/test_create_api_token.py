@@ -2,6 +2,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
@@ -78,3 +79,22 @@ def test_invalid_username_is_refused_with_a_sentence_and_creates_nothing(usernam
     with pytest.raises(CommandError, match="is not a valid username"):
         call_command("create_api_token", username, stdout=StringIO())
     assert not User.objects.exists()
+
+
+def test_the_generated_password_passes_the_password_validators():
+    output = _run("operator-with-a-long-username")
+
+    user = User.objects.get(username="operator-with-a-long-username")
+    validate_password(output["password"], user)
+
+
+def test_the_generated_password_is_as_long_as_the_configured_minimum(settings):
+    settings.ACCOUNTS_PASSWORD_MIN_LENGTH = 64
+    settings.AUTH_PASSWORD_VALIDATORS = [
+        {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 64}}
+    ]
+
+    output = _run("dave")
+
+    validate_password(output["password"], User.objects.get(username="dave"))
+    assert authenticate(username="dave", password=output["password"]) is not None

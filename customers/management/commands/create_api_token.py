@@ -2,7 +2,8 @@
 
 import secrets
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -66,8 +67,22 @@ def _get_or_create_user(username: str) -> tuple[AbstractBaseUser, str | None]:
     user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
     if user is not None:
         return user, None
-    password = secrets.token_urlsafe(18)
+    password = _new_password(user_model(**{user_model.USERNAME_FIELD: username}))
     return user_model._default_manager.create_user(username, password=password), password
+
+
+def _new_password(user: AbstractBaseUser) -> str:
+    """A random password the configured validators accept (checked: create_user does not)."""
+    length = max(24, settings.ACCOUNTS_PASSWORD_MIN_LENGTH)
+    for _ in range(3):
+        password = secrets.token_urlsafe(length)[:length]
+        try:
+            password_validation.validate_password(password, user)
+        except ValidationError:
+            # Random characters rarely fail (all digits, too like the username): draw again.
+            continue
+        return password
+    raise CommandError("Could not generate a password the password validators accept; set one with `changepassword`.")
 
 
 def _make_superuser(user: AbstractBaseUser) -> None:

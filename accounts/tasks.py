@@ -1,0 +1,23 @@
+"""The lockout table's upkeep, on the procrastinate worker the pipeline already runs."""
+
+import logging
+
+from django.db import close_old_connections, connection
+from procrastinate.contrib.django import app
+
+from accounts import lockout
+
+logger = logging.getLogger(__name__)
+
+
+# Hourly: under an attack from many addresses the table gains a row per address and window.
+@app.periodic(cron="41 * * * *")
+@app.task(name="accounts.prune_auth_failures", queue="accounts", queueing_lock="accounts-prune")
+def prune_job(timestamp: int) -> None:
+    """Delete lockout rows whose window and lockout are over."""
+    # Sync jobs run on pool threads, each with its own Django connection that nothing else closes.
+    close_old_connections()
+    try:
+        logger.info("auth failures pruned: %d rows", lockout.prune())
+    finally:
+        connection.close()
