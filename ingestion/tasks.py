@@ -77,10 +77,18 @@ def sweep(timestamp: int) -> None:
 @app.periodic(cron="17 3 * * *")
 @app.task(name="ingestion.prune", queue=QUEUE, queueing_lock="ingestion-prune")
 def prune_job(timestamp: int) -> None:
-    """Every night: delete staging and failures past their retention."""
+    """Every night: delete staging, failures and finished jobs past their retention."""
     with _job_connection():
         pruned = retention.prune()
         logger.info("pruned", extra={"staged": pruned.staged, "failures": pruned.failures})
+        # procrastinate keeps finished jobs: the sweep alone adds 1,440 a day, and the run life
+        # cycle's job lookups (ingestion/jobs.py) read them. No run needs a finished job.
+        async_to_sync(app.job_manager.delete_old_jobs)(
+            nb_hours=settings.INGESTION_RETENTION_DAYS * 24,
+            include_failed=True,
+            include_cancelled=True,
+            include_aborted=True,
+        )
 
 
 def _fail_stalled_jobs() -> None:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
@@ -195,3 +196,24 @@ def test_sweep_abandons_a_queued_run_whose_job_was_deleted_so_runs_start_again(s
     orphan.refresh_from_db()
     assert (orphan.status, orphan.error) == ("abandoned", "Queued, but it has no job: nothing would ever execute it.")
     assert IngestRun.objects.get(status="queued").trigger == "schedule"
+
+
+@pytest.mark.django_db(transaction=True)  # the job closes its connection, as on a worker thread
+def test_the_nightly_prune_deletes_finished_jobs_past_retention_and_keeps_the_rest(settings):
+    settings.INGESTION_RETENTION_DAYS = 30
+    ages = {"succeeded": 40, "failed": 40, "cancelled": 40, "todo": 40}
+    kept_recent = tasks.execute_run_job.defer(run_id=9_000)
+    jobs = {status: tasks.execute_run_job.defer(run_id=9_001 + index) for index, status in enumerate(ages)}
+    with connection.cursor() as cursor:
+        for status, job_id in [*jobs.items(), ("succeeded", kept_recent)]:
+            cursor.execute("UPDATE procrastinate_jobs SET status = %s WHERE id = %s", [status, job_id])
+        for status, job_id in jobs.items():
+            cursor.execute(
+                "UPDATE procrastinate_events SET at = now() - make_interval(days => %s) WHERE job_id = %s",
+                [ages[status], job_id],
+            )
+
+    tasks.prune_job.func(timestamp=0)
+
+    left = set(ProcrastinateJob.objects.filter(task_name="ingestion.execute_run").values_list("id", flat=True))
+    assert left == {kept_recent, jobs["todo"]}  # a job that may still run is never pruned
