@@ -10,7 +10,9 @@ from unittest import mock
 import psycopg
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
@@ -323,3 +325,40 @@ def test_without_the_snapshot_the_commit_between_total_and_rows_shows(reader_cli
         body = reader_client.get(URL, {**params, "limit": 100}).json()
 
     assert (body["total"], len(body["data"])) == (5, rows_after)
+
+
+# --- Statements per request -------------------------------------------------------
+
+_CACHES = {
+    "database": {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}},
+    "locmem": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+}
+
+
+# The figures in docs/benchmarks.md ("Statements per API request"). Token: the token, its user
+# and the address's lockout in one statement; session: the session, then the user. Two for the
+# permission check, one for the throttle's upsert, then the view's own: the row, or the total
+# and the page. Inside the test's transaction the listing's SET TRANSACTION is not sent.
+@pytest.mark.parametrize("backend", ["database", "locmem"])
+@pytest.mark.parametrize(
+    ("caller", "path", "statements"),
+    [("token", "detail", 5), ("token", "list", 6), ("session", "detail", 6)],
+)
+def test_a_read_costs_the_same_statements_whatever_the_cache(
+    reader, reader_client, settings, backend, caller, path, statements
+):
+    settings.CACHES = _CACHES[backend]
+    if backend == "database":
+        call_command("createcachetable")
+    [customer, *_] = create_customers(20)
+    client = reader_client
+    if caller == "session":
+        client = APIClient()
+        client.force_login(reader)
+    url = _detail_url(customer) if path == "detail" else f"{URL}?page=2"
+    client.get(url)  # the window's first request inserts its counter; the measured one updates it
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+
+    assert len(queries) == statements, [query["sql"][:80] for query in queries]
