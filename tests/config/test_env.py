@@ -44,6 +44,12 @@ def test_an_empty_boolean_is_false_whatever_the_default():
     assert env_bool("X", True, environ={"X": ""}) is False
 
 
+_BAD_RATE = (
+    "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, "
+    "per second, minute, hour or day), not '{}'."
+)
+
+
 @pytest.mark.parametrize(
     ("read", "value", "sentence"),
     [
@@ -67,31 +73,11 @@ def test_an_empty_boolean_is_false_whatever_the_default():
             "443, 70000",
             "PORTS must be comma-separated port numbers between 1 and 65535, not '70000'.",
         ),
-        (
-            partial(env_rate, "RATE", "1/day"),
-            "lots/minute",
-            "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, per second, minute, hour or day), not 'lots/minute'.",
-        ),
-        (
-            partial(env_rate, "RATE", "1/day"),
-            "0/minute",
-            "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, per second, minute, hour or day), not '0/minute'.",
-        ),
-        (
-            partial(env_rate, "RATE", "1/day"),
-            "10/month",
-            "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, per second, minute, hour or day), not '10/month'.",
-        ),
-        (
-            partial(env_rate, "RATE", "1/day"),
-            "10 per minute",
-            "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, per second, minute, hour or day), not '10 per minute'.",
-        ),
-        (
-            partial(env_rate, "RATE", "1/day"),
-            "-5/hour",
-            "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, per second, minute, hour or day), not '-5/hour'.",
-        ),
+        (partial(env_rate, "RATE", "1/day"), "lots/minute", _BAD_RATE.format("lots/minute")),
+        (partial(env_rate, "RATE", "1/day"), "0/minute", _BAD_RATE.format("0/minute")),
+        (partial(env_rate, "RATE", "1/day"), "10/month", _BAD_RATE.format("10/month")),
+        (partial(env_rate, "RATE", "1/day"), "10 per minute", _BAD_RATE.format("10 per minute")),
+        (partial(env_rate, "RATE", "1/day"), "-5/hour", _BAD_RATE.format("-5/hour")),
         # str.isdigit() accepts these; int() then refuses "²" and reads "٨٠" as 80.
         (partial(env_port, "PORT", 80), "\u00b2", "PORT must be a port number between 1 and 65535, not '\u00b2'."),
         (

@@ -14,7 +14,6 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
-from accounts.throttling import ScopedWindowThrottle
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -22,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts.throttling import ScopedWindowThrottle
 from config.wsgi import application
 from customers.models import Customer
 from ingestion import pipeline, runs
