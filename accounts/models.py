@@ -27,3 +27,24 @@ class AuthFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key}: {self.failures} failures from {self.window_start:%Y-%m-%d %H:%M}"
+
+
+class RequestCount(models.Model):
+    """Throttled API requests of one caller in one scope within one fixed window.
+
+    Written only by accounts/throttling.py, one upsert per request; the table is UNLOGGED
+    (migration 0002): a crash may empty it, which only forgets some requests.
+    """
+
+    # The upsert's conflict target, so a request needs no id from a sequence.
+    pk = models.CompositePrimaryKey("scope", "key", "window_start")
+    scope = models.CharField(max_length=32)
+    # "user:<id>" or "address:<client address>" (accounts/throttling.py).
+    key = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    # Kept on the row so the prune needs no rates: a row is over once its window has ended.
+    window_end = models.DateTimeField()
+    hits = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}: {self.hits} requests from {self.window_start:%Y-%m-%d %H:%M:%S}"

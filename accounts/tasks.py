@@ -1,11 +1,11 @@
-"""The lockout table's upkeep, on the procrastinate worker the pipeline already runs."""
+"""The upkeep of the lockout and throttle tables, on the procrastinate worker the pipeline already runs."""
 
 import logging
 
 from django.db import close_old_connections, connection
 from procrastinate.contrib.django import app
 
-from accounts import lockout
+from accounts import lockout, throttling
 
 logger = logging.getLogger(__name__)
 
@@ -19,5 +19,17 @@ def prune_job(timestamp: int) -> None:
     close_old_connections()
     try:
         logger.info("auth failures pruned: %d rows", lockout.prune())
+    finally:
+        connection.close()
+
+
+# Hourly: the table gains a row per active caller, scope and window (a minute, by default).
+@app.periodic(cron="11 * * * *")
+@app.task(name="accounts.prune_request_counts", queue="accounts", queueing_lock="accounts-prune-requests")
+def prune_request_counts_job(timestamp: int) -> None:
+    """Delete throttle counters of windows that are over."""
+    close_old_connections()
+    try:
+        logger.info("request counts pruned: %d rows", throttling.prune())
     finally:
         connection.close()

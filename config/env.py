@@ -6,12 +6,16 @@ children's environment. Importing Django's exception does not configure Django.
 """
 
 import os
+import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+# DRF's "N/period" throttle rates. DRF reads only the period's first letter (so "10/month" would be
+# ten a minute); only these spellings pass.
+_RATE = re.compile(r"([0-9]+)/(s|sec|second|m|min|minute|h|hour|d|day)")
 
 
 def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -62,6 +66,20 @@ def env_list(name: str, default: list[str], *, environ: Mapping[str, str] = os.e
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str, *, environ: Mapping[str, str] = os.environ) -> str:
+    """A throttle rate in DRF's format, N/second|minute|hour|day with N >= 1; unset or blank is `default`."""
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    match = _RATE.fullmatch(value)
+    if match is None or int(match[1]) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 1200/minute (a whole number of requests, at least 1, "
+            f"per second, minute, hour or day), not {value!r}."
+        )
+    return value
 
 
 def env_port(name: str, default: int, *, environ: Mapping[str, str] = os.environ) -> int:

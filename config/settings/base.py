@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_ports, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_ports, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -111,8 +111,8 @@ DATABASES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Throttle counters must be shared by every gunicorn worker, so by default they live in
-# a PostgreSQL table (`manage.py createcachetable`); "locmem" keeps them per process.
+# Django's cache: a PostgreSQL table (`manage.py createcachetable`) shared by every worker, or
+# "locmem" per process. Throttle counters do not live here (accounts/throttling.py).
 CACHE_BACKEND = env_str("DJANGO_CACHE", "database")
 if CACHE_BACKEND not in ("database", "locmem"):
     raise ImproperlyConfigured("DJANGO_CACHE must be 'database' or 'locmem'.")
@@ -208,11 +208,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if env_bool("API_BROWSABLE", True) else []),
     "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
-    # Views name their scope: "reads" (customers, runs, failures) or "ingest" (start, resume).
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    # Views name their scope: "reads" (customers, runs, failures) or "ingest" (start, resume),
+    # counted per user in a PostgreSQL table every worker shares (accounts/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ScopedWindowThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "reads": env_str("API_THROTTLE_READS", "1200/minute"),
-        "ingest": env_str("API_THROTTLE_INGEST", "30/minute"),
+        "reads": env_rate("API_THROTTLE_READS", "1200/minute"),
+        "ingest": env_rate("API_THROTTLE_INGEST", "30/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }

@@ -110,8 +110,9 @@ def test_a_token_detail_request_reads_the_lockout_inside_its_token_lookup(clock,
         response = get(reader_token, path=f"{URL}/{customer.customer_id}")
 
     assert response.status_code == 200
-    # As many statements as before the lockout: the token lookup, two permission reads, the customer.
-    assert len(queries) == 4
+    # As many statements as before the lockout: the token lookup, two permission reads, the
+    # throttle's upsert, the customer.
+    assert len(queries) == 5
     [token_lookup] = [query["sql"] for query in queries if "accounts_authfailure" in query["sql"]]
     assert token_lookup.startswith('SELECT "authtoken_token"')
 
@@ -125,5 +126,5 @@ def test_a_session_request_reads_no_lockout_state(clock, reader):
         response = client.get(f"{URL}/{customer.customer_id}", REMOTE_ADDR="203.0.113.5")
 
     assert response.status_code == 200
-    assert len(queries) == 5  # session, user, two permission reads, the customer
+    assert len(queries) == 6  # session, user, two permission reads, the throttle's upsert, the customer
     assert not [query for query in queries if "accounts_authfailure" in query["sql"]]

@@ -3,7 +3,7 @@ from functools import partial
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_port, env_ports, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_port, env_ports, env_rate, env_str
 
 
 def test_unset_variables_give_the_defaults():
@@ -44,6 +44,12 @@ def test_an_empty_boolean_is_false_whatever_the_default():
     assert env_bool("X", True, environ={"X": ""}) is False
 
 
+_BAD_RATE = (
+    "RATE must be a rate such as 1200/minute (a whole number of requests, at least 1, "
+    "per second, minute, hour or day), not '{}'."
+)
+
+
 @pytest.mark.parametrize(
     ("read", "value", "sentence"),
     [
@@ -67,6 +73,11 @@ def test_an_empty_boolean_is_false_whatever_the_default():
             "443, 70000",
             "PORTS must be comma-separated port numbers between 1 and 65535, not '70000'.",
         ),
+        (partial(env_rate, "RATE", "1/day"), "lots/minute", _BAD_RATE.format("lots/minute")),
+        (partial(env_rate, "RATE", "1/day"), "0/minute", _BAD_RATE.format("0/minute")),
+        (partial(env_rate, "RATE", "1/day"), "10/month", _BAD_RATE.format("10/month")),
+        (partial(env_rate, "RATE", "1/day"), "10 per minute", _BAD_RATE.format("10 per minute")),
+        (partial(env_rate, "RATE", "1/day"), "-5/hour", _BAD_RATE.format("-5/hour")),
         # str.isdigit() accepts these; int() then refuses "²" and reads "٨٠" as 80.
         (partial(env_port, "PORT", 80), "\u00b2", "PORT must be a port number between 1 and 65535, not '\u00b2'."),
         (
@@ -83,6 +94,13 @@ def test_bad_values_raise_a_sentence_naming_the_variable(read, value, sentence):
         read(environ={name: value})
 
     assert str(raised.value) == sentence
+
+
+def test_rates_take_drfs_period_spellings():
+    spellings = ["5/s", "5/sec", "5/second", "5/m", "5/min", "5/minute", "5/h", "5/hour", "5/d", "5/day"]
+
+    assert [env_rate("RATE", "1/day", environ={"RATE": f" {rate} "}) for rate in spellings] == spellings
+    assert env_rate("RATE", "1/day", environ={"RATE": ""}) == "1/day"
 
 
 def test_without_an_environ_argument_the_process_environment_is_read(monkeypatch):

@@ -66,6 +66,8 @@ def test_a_bad_allowed_upstream_port_is_refused_with_the_variable_name():
         ("ACCOUNTS_LOCKOUT_MINUTES", "soon", "ACCOUNTS_LOCKOUT_MINUTES must be a whole number, not 'soon'."),
         ("DJANGO_TRUSTED_PROXY_COUNT", "-1", "DJANGO_TRUSTED_PROXY_COUNT must be at least 0, not -1."),
         ("API_PUBLIC_DOCS", "maybe", "API_PUBLIC_DOCS must be true or false"),
+        ("API_THROTTLE_READS", "lots/minute", "API_THROTTLE_READS must be a rate such as 1200/minute"),
+        ("API_THROTTLE_INGEST", "10/month", "API_THROTTLE_INGEST must be a rate such as 1200/minute"),
     ],
 )
 def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variable, value, sentence):

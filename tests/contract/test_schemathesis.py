@@ -14,7 +14,6 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
-from rest_framework.throttling import ScopedRateThrottle
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -22,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts.throttling import ScopedWindowThrottle
 from config.wsgi import application
 from customers.models import Customer
 from ingestion import pipeline, runs
@@ -97,7 +97,7 @@ def api_data(db, settings, monkeypatch):
     # `?wait=` must not hold a request open while nobody runs the queued run.
     settings.INGESTION_MAX_WAIT_SECONDS = 0
     # Throttling has its own tests; here every generated request must reach the view.
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "100000/minute"})
+    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "100000/minute"})
     # So is the lockout: generated Authorization headers are failed token checks from one address.
     settings.ACCOUNTS_LOCKOUT_FAILURES = 1_000_000
     # The test transaction is the requests' connection: as Django's test client does, keep

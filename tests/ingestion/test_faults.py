@@ -68,9 +68,9 @@ def test_database_connection_killed_mid_run_fails_the_run_and_a_resume_completes
 
 @pytest.mark.django_db(transaction=True)
 def test_readers_paging_during_an_ingestion_see_self_consistent_pages(settings, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
+    from accounts.throttling import ScopedWindowThrottle
 
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "10/minute"})
+    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "10/minute"})
     settings.INGESTION_BATCH_SIZE = 25
     settings.INGESTION_CONCURRENCY = 2
     reader = User.objects.create_user("reader")

@@ -291,9 +291,9 @@ def test_the_upstream_url_cannot_be_chosen_by_a_request(operator, settings):
 
 @pytest.mark.django_db
 def test_starting_runs_is_throttled_per_user(operator, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
+    from accounts.throttling import ScopedWindowThrottle
 
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"reads": "1000/minute", "ingest": "2/minute"})
+    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", {"reads": "1000/minute", "ingest": "2/minute"})
     statuses = [operator.post("/api/ingest").status_code for _ in range(3)]
     assert statuses == [202, 409, 429]
 
