@@ -16,14 +16,20 @@ IPV6_PREFIX = 64
 
 def client_address(request) -> str:
     """The client's IPv4 address, or its IPv6 /64, as text ("unknown" without an IP address)."""
-    address = _forwarded_for(request) or _parse(request.META.get("REMOTE_ADDR", ""))
+    address = client_ip(request)
     if address is None:  # e.g. a Unix socket; never echo what is there
         return "unknown"
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
     return str(address)
+
+
+def client_ip(request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's exact address (an IPv4-mapped IPv6 one as IPv4), for matching against networks."""
+    address = _forwarded_for(request) or _parse(request.META.get("REMOTE_ADDR", ""))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _forwarded_for(request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -5,6 +5,7 @@ config/gunicorn.py and the `make run` supervisor, which passes `environ` to read
 children's environment. Importing Django's exception does not configure Django.
 """
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -80,6 +81,23 @@ def env_rate(name: str, default: str, *, environ: Mapping[str, str] = os.environ
             f"per second, minute, hour or day), not {value!r}."
         )
     return value
+
+
+def env_networks(
+    name: str, *, environ: Mapping[str, str] = os.environ
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IPv4/IPv6 networks in CIDR notation (a bare address is one host); unset is none."""
+    networks = []
+    for item in env_list(name, [], environ=environ):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            # 10.0.0.1/8 is refused rather than read as 10.0.0.0/8: it may have meant /32.
+            hint = " (an address with host bits set)" if "host bits" in str(exc) else ""
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated networks such as 10.0.0.0/8 or 2001:db8::/32, not {item!r}{hint}."
+            ) from None
+    return tuple(networks)
 
 
 def env_port(name: str, default: int, *, environ: Mapping[str, str] = os.environ) -> int:

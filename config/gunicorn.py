@@ -9,9 +9,24 @@ options override what is set here.
 import glob
 import os
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from config.env import env_int
+from config.logging import printable
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger with every text atom of the access log escaped and cut (config/logging.py).
+
+    gunicorn only escapes double quotes, and %(U)s is the percent-decoded path: a request
+    for /x%0AGET%20/admin would otherwise write a second, made-up line.
+    """
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: printable(value) if isinstance(value, str) else value for key, value in atoms.items()}
+
 
 bind = os.environ.get("API_BIND", "127.0.0.1:8000")
 # WEB_CONCURRENCY is gunicorn's own variable (docker-compose.yml sets it); ours comes first.
@@ -22,6 +37,7 @@ threads = env_int("GUNICORN_THREADS", 4, minimum=1)
 accesslog = "-"
 # The path without its query string: searches carry names and emails. No client address either.
 access_log_format = '%(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+logger_class = AccessLogger
 # Nothing here uses gunicornc; and two masters would share the one default socket path.
 control_socket_disable = True
 

@@ -2,12 +2,21 @@
 
 Only `extra` keys on an allowlist reach the output: a customer's email or address
 passed by mistake as `extra` is dropped here instead of landing in the log store.
+
+Text a client chose (a path, a method, a host) reaches log lines as arguments: every
+string argument and extra is escaped and cut to a bound (`printable`), by
+`PrintableArgsFilter` on the stdout handler in either format and by the JSON formatter
+for extras; config/gunicorn.py does the same for its access log.
 """
 
 import json
 import logging
 import traceback
 from datetime import UTC, datetime
+
+# Longer than any path of ours; a 4 KB path of a scanner is cut here, with an ellipsis.
+TEXT_LIMIT = 200
+ELLIPSIS = "…"
 
 SAFE_EXTRA_KEYS = frozenset(
     {
@@ -32,6 +41,38 @@ SAFE_EXTRA_KEYS = frozenset(
         "duration_ms",
     }
 )
+
+
+def printable(text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text` with every non-printable character as \\xNN, \\uNNNN or \\UNNNNNNNN, cut after `limit` characters.
+
+    Non-printable is Python's sense: control characters, but also NEL and U+2028, which some
+    log readers take for line breaks. A line can then never be split or recoloured by a client.
+    """
+    if len(text) <= limit and text.isprintable():
+        return text
+    pieces, length = [], 0
+    for char in text:
+        piece = char if char.isprintable() else _escape(char)
+        if length + len(piece) > limit:
+            return "".join(pieces) + ELLIPSIS
+        pieces.append(piece)
+        length += len(piece)
+    return "".join(pieces)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class PrintableArgsFilter(logging.Filter):
+    """Escapes and bounds the string arguments of every record (Django's "Not Found: %s" path among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(printable(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
 
 
 def describe_exception(exc_info) -> str:
@@ -59,7 +100,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update((key, value) for key, value in record.__dict__.items() if key in SAFE_EXTRA_KEYS)
+        entry.update(
+            (key, printable(value) if isinstance(value, str) else value)
+            for key, value in record.__dict__.items()
+            if key in SAFE_EXTRA_KEYS
+        )
         if record.exc_info:
             entry["exception"] = describe_exception(record.exc_info)
         if record.stack_info:

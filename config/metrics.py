@@ -4,9 +4,14 @@ API request metrics are counted in each process by `RequestMetricsMiddleware`. U
 gunicorn with PROMETHEUS_MULTIPROC_DIR set, prometheus_client keeps them in one file
 per worker in that directory and a scrape merges every file, so whichever worker
 answers reports the whole server. Ingestion metrics are read from `IngestRun` rows at
-scrape time, so they are right whatever process ran the runs.
+scrape time, so they are right whatever process ran the runs, and reused for
+METRICS_CACHE_SECONDS so a flood of scrapes cannot hammer the database.
+
+Who may scrape: METRICS_ALLOWED_NETWORKS (the client address, as accounts/client_address.py
+reads it) and METRICS_TOKEN (a bearer token); with neither set, anyone who reaches it.
 """
 
+import hmac
 import time
 
 from django.conf import settings
@@ -15,6 +20,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from accounts.client_address import client_ip
+from config import cached
 from ingestion.metrics import IngestionCollector
 
 # Any other method is counted as "other": a label value per made-up method would let
@@ -73,13 +80,57 @@ def scrape_registry() -> CollectorRegistry:
     else:
         registry.register(REQUESTS)
         registry.register(LATENCY)
-    registry.register(IngestionCollector())
+    registry.register(CachedCollector(IngestionCollector()))
     return registry
+
+
+class CachedCollector:
+    """A collector whose metric families are reused for METRICS_CACHE_SECONDS in this process."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self):
+        return cached.INGESTION.get(lambda: list(self.collector.collect()), seconds=settings.METRICS_CACHE_SECONDS)
 
 
 @require_GET
 def metrics(request):
-    """Prometheus text exposition. Open to scrapers: it holds counts and timings, no personal data."""
+    """Prometheus text exposition, for the allowed networks and the token when they are set."""
+    refusal = scrape_refusal(request)
+    if refusal is not None:
+        return refusal
     response = HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def scrape_refusal(request) -> HttpResponse | None:
+    """403 for an address outside METRICS_ALLOWED_NETWORKS, 401 without METRICS_TOKEN; None to let it in.
+
+    The address is checked first, so a client outside the networks learns nothing about the token.
+    """
+    networks = settings.METRICS_ALLOWED_NETWORKS
+    if networks:
+        address = client_ip(request)
+        if address is None or not any(address in network for network in networks):
+            return _refused(403, "Forbidden: this address may not read the metrics.")
+    token = settings.METRICS_TOKEN
+    if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+        response = _refused(401, "Unauthorized: send Authorization: Bearer <METRICS_TOKEN>.")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return None
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    # Constant time: how long a wrong token took to refuse must not tell how much of it was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _refused(status: int, text: str) -> HttpResponse:
+    # Plain text like the metrics themselves: a scraper shows the body of a failed scrape as is.
+    response = HttpResponse(text + "\n", status=status, content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "no-store"
     return response

@@ -5,13 +5,14 @@ meaning in `.env.example`. Bad values raise `ImproperlyConfigured` at start, wit
 that says what to set.
 """
 
+import re
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_ports, env_rate, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_networks, env_ports, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -274,7 +275,16 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "config.logging.JsonFormatter"},
     },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
+    # Every string argument escaped and cut (config/logging.py): paths and hosts come from clients.
+    "filters": {"printable": {"()": "config.logging.PrintableArgsFilter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["printable"],
+        }
+    },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # No handlers of its own (Django's default adds a stderr one when DEBUG is on): one line per record.
@@ -284,5 +294,22 @@ LOGGING = {
         "procrastinate": {"level": "WARNING"},
     },
 }
+
+# --- Metrics and readiness (config/metrics.py, config/health.py) ---------------------
+
 # prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself; see docs/observability.md.
 METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or None
+# Who may scrape /metrics: a bearer token, client networks, both, or (neither set) anyone
+# who reaches it, as before; docs/observability.md says how to close it.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or None
+# RFC 6750's token characters, so any scraper can send it; 16 or more so it cannot be guessed.
+if METRICS_TOKEN is not None and not re.fullmatch(r"[A-Za-z0-9\-._~+/]{16,}=*", METRICS_TOKEN):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be at least 16 characters of letters, digits and -._~+/ "
+        "(for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+    )
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS")
+# Seconds the database-backed figures of /metrics and the answer of /api/ready are reused
+# within a process, so a flood of either costs at most one database check per window.
+METRICS_CACHE_SECONDS = env_float("METRICS_CACHE_SECONDS", 5.0)
+API_READY_CACHE_SECONDS = env_float("API_READY_CACHE_SECONDS", 1.0)

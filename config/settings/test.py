@@ -22,3 +22,6 @@ STORAGES = {
 }
 # Retries in tests wait on a patched clock, never on real time.
 INGESTION_BACKOFF_SECONDS = 0.0
+# Every scrape and readiness call reads the database afresh; the caching tests set a window.
+METRICS_CACHE_SECONDS = 0.0
+API_READY_CACHE_SECONDS = 0.0

@@ -21,7 +21,7 @@ ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 
 MANAGE_PY_COMMAND = re.compile(r"manage\.py\s+([\w-]+)")
 WSGI_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-SETTINGS_VARIABLE = re.compile(r"env_(?:str|bool|int|float|list|ports?)\(\s*\"([A-Z0-9_]+)\"")
+SETTINGS_VARIABLE = re.compile(r"env_(?:str|bool|int|float|list|ports?|networks)\(\s*\"([A-Z0-9_]+)\"")
 DOCUMENTED_VARIABLE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 STACK_VARIABLES = {"API_PORT", "MOCKSOURCE_PORT"}
 MOCKSOURCE_VARIABLES = {

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -172,3 +173,115 @@ def test_unknown_log_format_or_level_is_refused_with_the_variable_name(name, val
 
     assert result.returncode != 0
     assert f"{name} must be" in result.stderr
+
+
+# --- Paths a client sent, in every sink ---------------------------------------------------
+
+# Escapes that would fake a second log line, recolour a terminal or split a line in some
+# readers (NEL, LINE SEPARATOR), and a path far longer than any real one.
+HOSTILE_PATHS = {
+    "newline": "/api/x\nFAKE 200 admin logged in",
+    "control": "/api/x\r\x1b[31m\x00\x7f\x85\u2028",
+    "long": "/api/" + "a" * 4000,
+}
+PATH_BOUND = 200 + len("…")
+
+GET_A_PATH = (
+    "import sys; from django.test import Client; "
+    "from django.test.utils import setup_test_environment; setup_test_environment(); "
+    "Client().get(sys.argv[1])"
+)
+
+
+def _not_found(path: str, log_format: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PROMETHEUS_"))}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "DJANGO_HTTPS": "false",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+        "DJANGO_LOG_FORMAT": log_format,
+        # A 404 needs no database; nothing connects to this one.
+        "DATABASE_URL": "postgres://unused@127.0.0.1:1/unused",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + GET_A_PATH, quote(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _assert_escaped_and_bounded(logged_path: str, sent: str) -> None:
+    assert logged_path.isprintable(), logged_path
+    assert len(logged_path) <= PATH_BOUND
+    if len(sent) > 200:
+        assert logged_path.endswith("…")
+
+
+@pytest.mark.parametrize("kind", HOSTILE_PATHS)
+def test_a_not_found_path_is_logged_escaped_and_truncated_in_plain_text(kind):
+    sent = HOSTILE_PATHS[kind]
+
+    result = _not_found(sent, "plain")
+
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()  # one record, one line
+    assert " WARNING django.request Not Found: /api/" in line
+    _assert_escaped_and_bounded(line.split("Not Found: ", 1)[1], sent)
+
+
+@pytest.mark.parametrize("kind", HOSTILE_PATHS)
+def test_a_not_found_path_is_logged_escaped_and_truncated_in_json(kind):
+    sent = HOSTILE_PATHS[kind]
+
+    result = _not_found(sent, "json")
+
+    assert result.returncode == 0, result.stderr
+    [text] = result.stdout.split("\n")[:-1]  # split on newlines only: NEL and U+2028 must not be in it either
+    line = json.loads(text)
+    assert line["logger"] == "django.request"
+    assert line["message"].startswith("Not Found: /api/")
+    _assert_escaped_and_bounded(line["message"].removeprefix("Not Found: "), sent)
+
+
+@pytest.mark.parametrize("kind", HOSTILE_PATHS)
+def test_an_extra_path_is_escaped_and_truncated_by_the_json_formatter(log, kind):
+    logger, lines = log
+    sent = HOSTILE_PATHS[kind]
+
+    logger.info("request", extra={"path": sent, "method": "GET\n"})
+
+    [line] = lines()
+    _assert_escaped_and_bounded(line["path"], sent)
+    assert line["method"] == "GET\\x0a"
+
+
+@pytest.mark.parametrize("kind", HOSTILE_PATHS)
+def test_the_gunicorn_access_log_escapes_and_truncates_the_path(tmp_path, kind):
+    import datetime
+    import types
+
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    from config import gunicorn as gunicorn_settings
+
+    sent = HOSTILE_PATHS[kind]
+    cfg = Config()
+    cfg.set("accesslog", str(tmp_path / "access.log"))
+    cfg.set("access_log_format", gunicorn_settings.access_log_format)
+    logger = getattr(gunicorn_settings, "logger_class", glogging.Logger)(cfg)
+    # What gunicorn hands its logger: PATH_INFO is percent-decoded, so %0A arrives as a newline.
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/", "PATH_INFO": sent, "SERVER_PROTOCOL": "HTTP/1.1"}
+    response = types.SimpleNamespace(status="404 Not Found", sent=10, headers=[])
+
+    logger.access(response, types.SimpleNamespace(headers=[]), environ, datetime.timedelta(milliseconds=3))
+    logger.close_on_exec()
+
+    [line] = (tmp_path / "access.log").read_text(encoding="utf-8").split("\n")[:-1]
+    logged_path = line.split('"GET ', 1)[1].rsplit(" HTTP/1.1", 1)[0]
+    _assert_escaped_and_bounded(logged_path, sent)
+    assert line.endswith("404 10 3ms")

@@ -1,5 +1,6 @@
 """`GET /metrics` (config/metrics.py): the endpoint and the API request metrics, in one process or several."""
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -28,6 +29,124 @@ def test_metrics_is_open_to_scrapers_and_never_cached(client, db):
 
 def test_metrics_answers_get_only(client, db):
     assert client.post("/metrics").status_code == 405
+
+
+# --- Who may scrape --------------------------------------------------------------------
+
+TOKEN = "scrape-token-0123456789abcdef"
+
+
+def test_with_a_token_set_a_scrape_without_one_is_refused_with_401_and_a_bearer_challenge(client, db, settings):
+    settings.METRICS_TOKEN = TOKEN
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"http_requests_total" not in response.content
+
+
+@pytest.mark.parametrize("header", [f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer ", f"Basic {TOKEN}", TOKEN])
+def test_a_wrong_token_is_refused_with_401(client, db, settings, header):
+    settings.METRICS_TOKEN = TOKEN
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
+def test_the_right_token_is_let_in(client, db, settings, scheme):
+    settings.METRICS_TOKEN = TOKEN
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"{scheme} {TOKEN}")
+
+    assert response.status_code == 200
+    assert b"http_requests_total" in response.content or b"ingestion_metrics_up" in response.content
+
+
+def _allow(settings, *networks: str, proxies: int = 0) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = tuple(ipaddress.ip_network(network) for network in networks)
+    settings.TRUSTED_PROXY_COUNT = proxies
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "192.168.0.9", "2001:db8::5", "::ffff:10.0.0.7"])
+def test_an_address_in_the_allowed_networks_is_let_in(client, db, settings, address):
+    _allow(settings, "10.0.0.0/8", "192.168.0.0/24", "2001:db8::/32")
+
+    assert client.get("/metrics", REMOTE_ADDR=address).status_code == 200
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "192.168.1.9", "2001:db9::5", "unix-socket"])
+def test_an_address_outside_the_allowed_networks_is_refused_with_403(client, db, settings, address):
+    _allow(settings, "10.0.0.0/8", "192.168.0.0/24", "2001:db8::/32")
+
+    response = client.get("/metrics", REMOTE_ADDR=address)
+
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/plain")
+
+
+def test_without_a_trusted_proxy_x_forwarded_for_cannot_lend_an_allowed_address(client, db, settings):
+    _allow(settings, "10.0.0.0/8")
+
+    response = client.get("/metrics", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="10.0.0.1")
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "status"),
+    [("10.2.3.4", 200), ("203.0.113.5", 403), ("10.9.9.9, 203.0.113.5", 403), ("203.0.113.5, 10.2.3.4", 200)],
+)
+def test_behind_a_trusted_proxy_the_address_it_saw_is_checked(client, db, settings, forwarded, status):
+    # The proxy itself (REMOTE_ADDR) is inside the network; only what it wrote counts.
+    _allow(settings, "10.0.0.0/8", proxies=1)
+
+    response = client.get("/metrics", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+
+    assert response.status_code == status
+
+
+def test_with_a_token_and_networks_both_are_required(client, db, settings):
+    _allow(settings, "10.0.0.0/8")
+    settings.METRICS_TOKEN = TOKEN
+    right = f"Bearer {TOKEN}"
+
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION=right).status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="10.0.0.2").status_code == 401
+    assert client.get("/metrics", REMOTE_ADDR="10.0.0.2", HTTP_AUTHORIZATION=right).status_code == 200
+
+
+# --- What a scrape costs ----------------------------------------------------------------
+
+
+def test_a_flood_of_scrapes_reads_the_ingestion_figures_once_per_cache_window(
+    client, db, settings, clock, django_assert_num_queries
+):
+    settings.METRICS_CACHE_SECONDS = 5
+
+    with django_assert_num_queries(3):  # the three aggregate queries of ingestion/metrics.py
+        for _ in range(20):
+            assert client.get("/metrics").status_code == 200
+            clock.advance(0.2)
+    clock.advance(1.0)  # 5 s after the first read
+    with django_assert_num_queries(3):
+        samples = scrape(client)
+
+    assert value(samples, "ingestion_metrics_up") == 1
+    # Request metrics are not cached: they cost no query, and the last scrape sees the 20 before it.
+    assert value(samples, "http_requests_total", method="GET", route="metrics", status="200") >= 20
+
+
+def test_with_a_zero_cache_window_every_scrape_reads_the_figures(client, db, settings, django_assert_num_queries):
+    settings.METRICS_CACHE_SECONDS = 0
+
+    with django_assert_num_queries(6):
+        client.get("/metrics")
+        client.get("/metrics")
 
 
 # --- API request metrics --------------------------------------------------------------

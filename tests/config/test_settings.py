@@ -68,6 +68,17 @@ def test_a_bad_allowed_upstream_port_is_refused_with_the_variable_name():
         ("API_PUBLIC_DOCS", "maybe", "API_PUBLIC_DOCS must be true or false"),
         ("API_THROTTLE_READS", "lots/minute", "API_THROTTLE_READS must be a rate such as 1200/minute"),
         ("API_THROTTLE_INGEST", "10/month", "API_THROTTLE_INGEST must be a rate such as 1200/minute"),
+        ("METRICS_TOKEN", "short", "METRICS_TOKEN must be at least 16 characters"),
+        ("METRICS_TOKEN", "a" * 20 + " b", "METRICS_TOKEN must be at least 16 characters"),
+        (
+            "METRICS_ALLOWED_NETWORKS",
+            "10.0.0.0/8,10.0.0.0/33",
+            "METRICS_ALLOWED_NETWORKS must be comma-separated networks such as 10.0.0.0/8 or 2001:db8::/32, "
+            "not '10.0.0.0/33'.",
+        ),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.1/8", "not '10.0.0.1/8' (an address with host bits set)."),
+        ("METRICS_CACHE_SECONDS", "-1", "METRICS_CACHE_SECONDS must be at least 0.0, not -1.0."),
+        ("API_READY_CACHE_SECONDS", "soon", "API_READY_CACHE_SECONDS must be a number, not 'soon'."),
     ],
 )
 def test_bad_account_and_docs_settings_are_refused_with_the_variable_name(variable, value, sentence):
@@ -120,3 +131,33 @@ def test_the_password_minimum_length_comes_from_its_variable():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "{'min_length': 16}\n"
+
+
+def test_metrics_defaults_open_scrapes_and_short_cache_windows():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        PYTHON_CODE=(
+            "from django.conf import settings as s; "
+            "print(s.METRICS_TOKEN, s.METRICS_ALLOWED_NETWORKS, s.METRICS_CACHE_SECONDS, s.API_READY_CACHE_SECONDS)"
+        ),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "None () 5.0 1.0\n"
+
+
+def test_metrics_networks_and_token_come_from_their_variables():
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        METRICS_TOKEN=" " + "t" * 32 + " ",
+        METRICS_ALLOWED_NETWORKS="10.0.0.0/8, 192.0.2.7 ,2001:db8::/32",
+        PYTHON_CODE=(
+            "from django.conf import settings as s; "
+            "print(s.METRICS_TOKEN); print([str(n) for n in s.METRICS_ALLOWED_NETWORKS])"
+        ),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["t" * 32, "['10.0.0.0/8', '192.0.2.7/32', '2001:db8::/32']"]
