@@ -10,26 +10,16 @@ from accounts import lockout, throttling
 logger = logging.getLogger(__name__)
 
 
-# Hourly: under an attack from many addresses the table gains a row per address and window.
+# Hourly: the lockout table gains a row per address and window under an attack from many
+# addresses, the throttle table a row per active caller, scope and window (a minute by default).
 @app.periodic(cron="41 * * * *")
-@app.task(name="accounts.prune_auth_failures", queue="accounts", queueing_lock="accounts-prune")
+@app.task(name="accounts.prune", queue="accounts", queueing_lock="accounts-prune")
 def prune_job(timestamp: int) -> None:
-    """Delete lockout rows whose window and lockout are over."""
+    """Delete lockout rows whose window and lockout are over, and throttle counters of windows that are over."""
     # Sync jobs run on pool threads, each with its own Django connection that nothing else closes.
     close_old_connections()
     try:
         logger.info("auth failures pruned: %d rows", lockout.prune())
-    finally:
-        connection.close()
-
-
-# Hourly: the table gains a row per active caller, scope and window (a minute, by default).
-@app.periodic(cron="11 * * * *")
-@app.task(name="accounts.prune_request_counts", queue="accounts", queueing_lock="accounts-prune-requests")
-def prune_request_counts_job(timestamp: int) -> None:
-    """Delete throttle counters of windows that are over."""
-    close_old_connections()
-    try:
         logger.info("request counts pruned: %d rows", throttling.prune())
     finally:
         connection.close()

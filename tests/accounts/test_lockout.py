@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, connections
 
-from accounts import lockout, tasks
+from accounts import lockout
 from accounts.models import AuthFailure
 
 pytestmark = pytest.mark.django_db
@@ -78,13 +78,6 @@ def test_prune_deletes_only_rows_whose_window_and_lockout_are_over(clock):
 
     assert lockout.prune() == 1
     assert [row[1] for row in rows()] == ["192.0.2.1"]
-
-
-def test_the_prune_runs_every_hour_on_the_worker():
-    assert any(
-        periodic.task is tasks.prune_job and periodic.cron == "41 * * * *"
-        for periodic in tasks.app.periodic_registry.periodic_tasks.values()
-    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
-from accounts import tasks, throttling
+from accounts import throttling
 from accounts.models import RequestCount
 from accounts.throttling import ScopedWindowThrottle
 from tests.accounts.conftest import Clock
@@ -165,13 +165,6 @@ def test_prune_deletes_only_windows_that_are_over(clock, db):
         ("ingest", "user:1", datetime(2026, 3, 2, 9, tzinfo=UTC)),
         ("reads", "user:1", datetime(2026, 3, 2, 9, 1, tzinfo=UTC)),
     ]
-
-
-def test_the_prune_runs_every_hour_on_the_worker():
-    assert any(
-        periodic.task is tasks.prune_request_counts_job and periodic.cron == "11 * * * *"
-        for periodic in tasks.app.periodic_registry.periodic_tasks.values()
-    )
 
 
 def test_counters_live_in_an_unlogged_table(db):
