@@ -7,6 +7,7 @@ from rest_framework.authentication import TokenAuthentication
 
 from accounts import lockout
 from accounts.client_address import client_address
+from accounts.windows import seconds_until
 
 
 class AddressLocked(exceptions.Throttled):
@@ -40,7 +41,7 @@ class LockoutTokenAuthentication(TokenAuthentication):
             .first()
         )
         if token is not None and token.locked_until is not None:
-            raise AddressLocked(wait=lockout.seconds_until(token.locked_until))
+            raise AddressLocked(wait=seconds_until(token.locked_until))
         if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         if not token.user.is_active:

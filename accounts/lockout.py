@@ -11,8 +11,7 @@ its own or anyone else's.
 
 import json
 import logging
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -20,6 +19,7 @@ from django.db.models import Max, Q, QuerySet, Subquery
 from django.utils.timezone import now
 
 from accounts.models import AuthFailure, AuthFailureKind
+from accounts.windows import seconds_until, window_start
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def record_failure(*, door: str, address: str, username: str | None = None) -> i
     moment = now()
     window = timedelta(minutes=settings.ACCOUNTS_LOCKOUT_MINUTES)
     limit = settings.ACCOUNTS_LOCKOUT_FAILURES
-    start = _window_start(moment, window)
+    start = window_start(moment, window.total_seconds())
     until = moment + window
     first_locks = until if limit <= 1 else None
     keys = [(AuthFailureKind.ADDRESS, address)]
@@ -91,18 +91,6 @@ def prune() -> int:
         Q(locked_until__isnull=True) | Q(locked_until__lte=moment)
     )
     return over.delete()[0]
-
-
-def _window_start(moment: datetime, window: timedelta) -> datetime:
-    seconds = window.total_seconds()
-    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, UTC)
-
-
-def seconds_until(end: datetime | None, moment: datetime | None = None) -> int:
-    """Seconds from now until a `locked_until`, rounded up (never "retry after 0"); 0 for none or past."""
-    if end is None:
-        return 0
-    return max(0, math.ceil((end - (moment or now())).total_seconds()))
 
 
 def _log_failure(door: str, address: str, username: str | None, failures: int) -> None:

@@ -15,8 +15,7 @@ until the worker's prune (accounts/tasks.py) deletes windows that are over; a re
 nothing.
 """
 
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db import connection
 from django.utils.timezone import now
@@ -24,6 +23,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.client_address import client_address
 from accounts.models import RequestCount
+from accounts.windows import seconds_until, window_start
 
 _TABLE = connection.ops.quote_name(RequestCount._meta.db_table)
 _UPSERT = f"""
@@ -77,13 +77,8 @@ def count_request(*, scope: str, key: str, limit: int, seconds: int) -> int:
         row = cursor.fetchone()
     if row is not None and row[0] <= limit:
         return 0
-    # Rounded up: never "retry after 0" while the window is still open.
-    return max(1, math.ceil((end - moment).total_seconds()))
-
-
-def window_start(moment: datetime, seconds: int) -> datetime:
-    """The start of the fixed window of `seconds` that holds the moment."""
-    return datetime.fromtimestamp(int(moment.timestamp()) // seconds * seconds, UTC)
+    # Never "retry after 0" while the window is still open.
+    return max(1, seconds_until(end, moment))
 
 
 def prune() -> int:
