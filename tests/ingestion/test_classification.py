@@ -191,3 +191,14 @@ def test_a_retried_conflict_that_applies_supersedes_the_read_an_earlier_batch_me
     assert failures(run) == [("superseded", 1, 2)]
     assert_exact_copy([*records(6), *source])
     assert_adds_up(run)
+
+
+def test_an_id_listed_twice_with_different_content_in_two_batches_is_written_twice_on_every_run(ingest, settings):
+    # The README's one exception to "a rerun of an unchanged source updates nothing".
+    settings.INGESTION_BATCH_SIZE = 2
+    source = [record(1), record(2), record(3), record(1, first_name="Later")]
+    first = ingest(FakeUpstream(source), page_size=2)
+    rerun = ingest(FakeUpstream(source), page_size=2)
+    assert (first.inserted, first.updated) == (3, 1)
+    assert (rerun.updated, rerun.unchanged) == (2, 2)
+    assert Customer.objects.get(customer_id=record(1)["customer_id"]).first_name == "Later"
