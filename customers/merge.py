@@ -2,7 +2,8 @@
 
 `customers` owns its table: ingestion stages rows and decides which of them are
 refused, then hands the rest to `merge_staged`, the only statement that inserts or
-updates customers. This module alone keeps four promises:
+updates customers, and `delete_customers`, the only one that deletes. This module alone
+keeps four promises:
 
 - **One writer at a time.** Writers hold `WRITE_LOCK_KEY`, a transaction-scoped
   advisory lock. `merge_staged` takes it itself; a caller that must read the table
@@ -10,9 +11,11 @@ updates customers. This module alone keeps four promises:
   `lock_writers`, in the same transaction.
 - **`seq` is dense, 1..N in first-insert order.** New rows get the current max plus
   their order in the batch. That is dense because writers are serialised, a rolled-back
-  batch takes its numbers with it, and nothing deletes customers (the admin refuses to,
-  customers/admin.py). The listing's O(1) total and its seq-range pages rely on it
-  (api/pagination.py, `DenseKeyPagination`).
+  batch takes its numbers with it, and nothing removes a row: deletion is soft
+  (`delete_customers` sets `deleted_at`, the admin refuses real deletes), and a deleted
+  customer the upstream lists again is restored in place, keeping its `seq`. The listing's
+  O(1) total and its seq-range pages rely on it (api/pagination.py, `DenseKeyPagination`);
+  the live listing counts and skips the few deleted rows through their own small index.
 - **An update is a real change.** A known customer is rewritten only when a field in
   `CHANGEABLE` differs (IS DISTINCT FROM, so NULLs compare as values); then
   `updated_at` moves. `created_at` stays as first seen; an unchanged row is not touched.
@@ -39,8 +42,9 @@ CHANGEABLE = tuple(name for name in Customer.SOURCE_FIELDS if name not in ("cust
 @dataclass(frozen=True, slots=True)
 class MergeCounts:
     inserted: int
-    updated: int
+    updated: int  # restored included
     unchanged: int
+    restored: int = 0
 
 
 def lock_writers(cursor) -> None:
@@ -88,7 +92,7 @@ SET email = {EMAIL_PLACEHOLDER}
 FROM {staged_table} t
 WHERE {_pending("t", listed)} AND t.conflicting_customer_id IS NOT NULL
   AND c.customer_id = t.conflicting_customer_id AND c.customer_id <> t.customer_id
-  AND lower(c.email) = lower(t.email)
+  AND lower(c.email) = lower(t.email) AND c.deleted_at IS NULL
   AND EXISTS (
       SELECT 1 FROM {staged_table} h
       WHERE {_pending("h", listed)} AND h.customer_id = c.customer_id AND lower(h.email) <> lower(c.email))
@@ -104,13 +108,15 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     # looked up a second time, by the update itself.
     return f"""/* customers.merge_staged */
 WITH pending AS (
-    SELECT t.*, c.customer_id IS NOT NULL AS known,
-           c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")} AS changed
+    SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
+           c.customer_id IS NOT NULL AND ({row_of("c")} IS DISTINCT FROM {row_of("t")} OR c.deleted_at IS NOT NULL)
+               AS changed
     FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
     WHERE {_pending("t", listed)}
 ), updated AS (
     UPDATE {CUSTOMERS} c
-    SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now()
+    SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now(),
+        deleted_at = NULL, deleted_by_run = NULL
     FROM pending p
     WHERE p.changed AND c.customer_id = p.customer_id
     RETURNING 1
@@ -122,7 +128,8 @@ WITH pending AS (
     WHERE NOT p.known
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending),
+       (SELECT count(*) FROM pending WHERE restoring)
 """
 
 
@@ -131,11 +138,45 @@ def compare_sql(staged_table: str, listed: bool = False) -> str:
     """What the merge would do, counted without writing (a dry run)."""
     return f"""/* customers.merge_staged dry run */
 SELECT count(*) FILTER (WHERE c.customer_id IS NULL),
-       count(*) FILTER (WHERE c.customer_id IS NOT NULL AND {row_of("c")} IS DISTINCT FROM {row_of("t")}),
-       count(*)
+       count(*) FILTER (WHERE c.customer_id IS NOT NULL
+                        AND ({row_of("c")} IS DISTINCT FROM {row_of("t")} OR c.deleted_at IS NOT NULL)),
+       count(*),
+       count(*) FILTER (WHERE c.deleted_at IS NOT NULL)
 FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
 WHERE {_pending("t", listed)}
 """
+
+
+# A soft deletion of the live customers `doomed` (SQL on alias `c`, the caller's) picks out.
+# Set-based: the caller's condition is an anti-join or a join against its staged ids, never a
+# list of ids held in Python.
+def _deletion_sql(doomed: str, *, count: bool) -> str:
+    if count:
+        return f"""/* customers.delete_customers dry run */
+SELECT count(*) FROM {CUSTOMERS} c WHERE c.deleted_at IS NULL AND ({doomed})
+"""
+    return f"""/* customers.delete_customers */
+UPDATE {CUSTOMERS} c SET deleted_at = now(), deleted_by_run = %(deleting_run)s
+WHERE c.deleted_at IS NULL AND ({doomed})
+"""
+
+
+def count_deletions(cursor, *, doomed: str, params: dict) -> int:
+    """How many live customers `doomed` would delete, under the write lock (so the count stays true)."""
+    lock_writers(cursor)
+    cursor.execute(_deletion_sql(doomed, count=True), params)
+    return cursor.fetchone()[0]
+
+
+def delete_customers(cursor, *, doomed: str, params: dict, run_id: int) -> int:
+    """Soft-delete the live customers `doomed` picks out, on behalf of `run_id`; return how many.
+
+    The rows stay, with their `seq`: a deleted customer is a hole in the live listing, and
+    one the upstream lists again is restored in place by `merge_staged`.
+    """
+    lock_writers(cursor)
+    cursor.execute(_deletion_sql(doomed, count=False), params | {"deleting_run": run_id})
+    return cursor.rowcount
 
 
 def merge_staged(
@@ -163,5 +204,5 @@ def merge_staged(
         cursor.execute(release_sql(staged_table, listed), params)
     statement = compare_sql(staged_table, listed) if dry_run else merge_sql(staged_table, listed)
     cursor.execute(statement, params)
-    inserted, updated, pending = cursor.fetchone()
-    return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated)
+    inserted, updated, pending, restored = cursor.fetchone()
+    return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated, restored=restored)

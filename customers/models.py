@@ -1,12 +1,22 @@
 from django.db import models
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Lower
+
+LIVE = Q(deleted_at__isnull=True)
+DELETED = Q(deleted_at__isnull=False)
 
 
 class CustomerQuerySet(models.QuerySet):
     def for_listing(self):
         """Customers in the API's default order: the order they were first ingested."""
         return self.order_by("seq")
+
+    def live(self):
+        """Customers the upstream still has: not soft-deleted."""
+        return self.filter(LIVE)
+
+    def deleted(self):
+        return self.filter(DELETED)
 
 
 class Customer(models.Model):
@@ -31,6 +41,14 @@ class Customer(models.Model):
 
     seq = models.BigIntegerField(unique=True, editable=False, help_text="Dense ingestion order, 1..N.")
     ingested_at = models.DateTimeField(editable=False, help_text="When the pipeline first inserted the row.")
+    # Soft deletion: the row stays (and keeps its seq) so a customer who reappears upstream is
+    # restored in place. The run is ingestion's; customers does not import ingestion, so it is a plain id.
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the pipeline saw the customer gone upstream."
+    )
+    deleted_by_run = models.PositiveBigIntegerField(
+        null=True, blank=True, editable=False, help_text="The ingestion run that deleted it."
+    )
 
     objects = CustomerQuerySet.as_manager()
 
@@ -50,7 +68,9 @@ class Customer(models.Model):
     class Meta:
         ordering = ["seq"]
         constraints = [
-            models.UniqueConstraint(Lower("email"), name="customer_email_ci_unique"),
+            # Among live customers only: a deleted customer does not hold its email against a
+            # live one (an account re-created upstream under a new id keeps its address).
+            models.UniqueConstraint(Lower("email"), condition=LIVE, name="customer_email_ci_unique_live"),
         ]
         indexes = [
             # The API's orderings and filters; each ordering ends in a unique column so pages
@@ -67,6 +87,11 @@ class Customer(models.Model):
             # would take new rows in descending order and split its pages half-empty.)
             models.Index(F("updated_at").asc(nulls_first=True), F("seq").asc(), name="customer_updated_nf_seq_idx"),
             models.Index(fields=["last_name", "customer_id"], name="customer_last_name_idx"),
+            # Deleted rows only, so live inserts never touch them: the listing counts and skips
+            # the holes deletions leave in `seq` (api/pagination.py), and an email lookup that
+            # includes deleted customers reads this beside the live unique index.
+            models.Index(fields=["seq"], condition=DELETED, name="customer_deleted_seq_idx"),
+            models.Index(Lower("email"), condition=DELETED, name="customer_deleted_email_idx"),
             # Name search also has trigram GIN indexes on UPPER(first_name) and UPPER(last_name),
             # created in SQL by migration 0002: GinIndex here would require django.contrib.postgres
             # in INSTALLED_APPS.

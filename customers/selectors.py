@@ -9,13 +9,20 @@ from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 
+from customers.models import DELETED, LIVE
+
 # Shorter words have no trigram to look up inside a name; they match its start instead.
 MIN_INFIX_LENGTH = 3
 
 
 def with_email(queryset: QuerySet, email: str) -> QuerySet:
-    """Customers whose email equals `email`, ignoring case (served by the LOWER(email) unique index)."""
-    return queryset.filter(Exact(Lower("email"), Lower(Value(email))))
+    """Customers whose email equals `email`, ignoring case.
+
+    Live and deleted customers each have their own partial LOWER(email) index; naming both
+    conditions lets PostgreSQL read the two (a BitmapOr) instead of scanning the table.
+    """
+    same = Exact(Lower("email"), Lower(Value(email)))
+    return queryset.filter((Q(same) & LIVE) | (Q(same) & DELETED))
 
 
 def matching_name(queryset: QuerySet, text: str) -> QuerySet:

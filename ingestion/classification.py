@@ -16,8 +16,9 @@ inserted, updated or unchanged.
      of an id in a batch is merged, so the later read wins. When the winner replaces a
      read an earlier batch merged, that earlier row is marked `superseded` too (its
      counter stays what it did then); failures.record_conflicts records both kinds.
-2. `email_conflict`: the email (case-insensitively) belongs to another customer that
-   keeps it, or to an earlier row of the same batch. An owner in the table gives its
+2. `email_conflict`: the email (case-insensitively) belongs to another live customer
+   that keeps it (a deleted customer holds no email, so restoring one whose email was
+   taken meanwhile is a conflict too), or to an earlier row of the same batch. An owner in the table gives its
    email up when the batch also holds its winning read with another email: then the
    email is free, so swaps, rotations of any length, and a record taking an email a
    later record gives up are all applied by the one merge (customers.merge frees the
@@ -92,7 +93,7 @@ SET outcome = CASE WHEN EXISTS (
     conflicting_customer_id = c.customer_id
 FROM {CUSTOMERS} c
 WHERE {batch} AND t.outcome IS NULL
-  AND lower(c.email) = lower(t.email) AND c.customer_id <> t.customer_id
+  AND lower(c.email) = lower(t.email) AND c.deleted_at IS NULL AND c.customer_id <> t.customer_id
 RETURNING t.outcome, t.customer_id
 """,
         # A refused row's customer keeps its old email: the rows counting on it are refused too.

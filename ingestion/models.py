@@ -20,6 +20,13 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 RESUMABLE_STATUSES = (RunStatus.FAILED, RunStatus.ABANDONED, RunStatus.CANCELLED)
 
 
+class RunMode(models.TextChoices):
+    # Walk the whole listing; when it is complete, customers it did not see are deleted.
+    FULL = "full"
+    # Read what changed since the source's watermark (minus the lookback), and its tombstones.
+    INCREMENTAL = "incremental"
+
+
 class RunTrigger(models.TextChoices):
     COMMAND = "command"
     API = "api"
@@ -40,6 +47,7 @@ class FailureReason(models.TextChoices):
     NOT_AN_OBJECT = "not_an_object"
     EMAIL_CONFLICT = "email_conflict"
     SUPERSEDED = "superseded"
+    INVALID_TOMBSTONE = "invalid_tombstone"
     # Recorded by runs before a later read of an id won over an earlier one; kept so their failures still read.
     DUPLICATE_ID = "duplicate_id"
 
@@ -67,6 +75,10 @@ class IngestRun(models.Model):
     source_url = models.CharField(max_length=2048)
     page_size = models.PositiveIntegerField()
     dry_run = models.BooleanField(default=False)
+    mode = models.CharField(max_length=16, choices=RunMode, default=RunMode.FULL)
+    updated_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Incremental: the upstream time the run reads changes from."
+    )
 
     pages_expected = models.PositiveIntegerField(null=True, blank=True)
     last_committed_page = models.PositiveIntegerField(default=0)
@@ -86,6 +98,22 @@ class IngestRun(models.Model):
     conflicts = models.PositiveBigIntegerField(default=0)
     duplicates = models.PositiveBigIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
+    # Beside the records' invariant: `restored` customers are also counted in `updated`.
+    deleted = models.PositiveBigIntegerField(default=0)
+    restored = models.PositiveBigIntegerField(default=0)
+    tombstones = models.PositiveBigIntegerField(default=0, help_text="Incremental: tombstones read.")
+    deletions_held = models.PositiveBigIntegerField(
+        default=0, help_text="Deletions the mass-deletion guard held back, waiting for a release."
+    )
+    deletions_released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    deletions_released_by = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # What the walk proved (ingestion/watermarks.py): the newest upstream `updated_at` it read,
+    # and the upstream's own clock (its Date header) when the run's first page was served.
+    high_water = models.DateTimeField(null=True, blank=True, editable=False)
+    upstream_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Incremental: the records walk reached its end, and the tombstone pages committed since.
+    records_walked = models.BooleanField(default=False, editable=False)
+    last_tombstone_page = models.PositiveIntegerField(default=0, editable=False)
     # Keys are ingestion.source.RetryReason values.
     retries_by_reason = models.JSONField(default=dict, blank=True, help_text="Upstream retries per reason.")
 
@@ -166,6 +194,38 @@ class IngestFailure(models.Model):
 
     def __str__(self):
         return f"{self.reason} in run {self.run_id}, page {self.page}"
+
+
+class SyncCursor(models.Model):
+    """Per upstream: how far incremental runs have proven the copy complete.
+
+    Moved only by a run that succeeded, and only forward (ingestion/watermarks.py).
+    """
+
+    source_url = models.CharField(max_length=2048, unique=True)
+    watermark = models.DateTimeField(help_text="Upstream changes before this time are in the copy.")
+    run = models.ForeignKey(IngestRun, null=True, on_delete=models.SET_NULL, related_name="+")
+    advanced_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.source_url} @ {self.watermark.isoformat()}"
+
+
+class StagedTombstone(models.Model):
+    """An upstream deletion an incremental run read, kept like staged rows until retention prunes it."""
+
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="tombstones_staged", db_index=False)
+    page = models.PositiveIntegerField()
+    position = models.PositiveBigIntegerField()
+    customer_id = models.UUIDField()
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="tombstone_run_position_unique")]
+        indexes = [models.Index(fields=["run", "customer_id"], name="tombstone_run_customer_idx")]
+
+    def __str__(self):
+        return f"{self.customer_id} deleted (run {self.run_id})"
 
 
 class StageOutcome(models.TextChoices):
