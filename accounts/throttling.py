@@ -22,7 +22,7 @@ from django.utils.timezone import now
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.client_address import client_address
-from accounts.models import RequestCount
+from accounts.models import ApiKey, RequestCount
 from accounts.windows import seconds_until, window_start
 
 _TABLE = connection.ops.quote_name(RequestCount._meta.db_table)
@@ -58,7 +58,10 @@ class ScopedWindowThrottle(ScopedRateThrottle):
 
 
 def caller_key(request) -> str:
-    """A user is counted by id, whatever token or session it comes with; anyone else by address."""
+    """An API key is counted by its id, so each key has its own budget; a user by id, whatever
+    token or session it comes with; anyone else by address."""
+    if isinstance(getattr(request, "auth", None), ApiKey):
+        return f"key:{request.auth.key_id}"
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"user:{user.pk}"

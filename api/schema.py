@@ -1,5 +1,6 @@
 """OpenAPI descriptions of the project's error bodies (api/exceptions.py), added to every operation by `AutoSchema`."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
@@ -33,7 +34,10 @@ _RESPONSES = {
     ),
     401: OpenApiResponse(
         ErrorSerializer,
-        description="No valid credentials (`Authorization: Token ...` or a session).",
+        description=(
+            "No valid credentials (`Authorization: Bearer cdp_...`, a legacy `Authorization: Token ...`, "
+            "or a session); `detail` says why: a malformed, invalid, expired or revoked key."
+        ),
         examples=[OpenApiExample("No credentials", value={"detail": "Authentication credentials were not provided."})],
     ),
     403: OpenApiResponse(
@@ -56,6 +60,20 @@ _RESPONSES = {
         ],
     ),
 }
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """The API keys of accounts/api_keys.py as an HTTP bearer scheme (named by path: api imports no app)."""
+
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key, `cdp_<key id>_<secret>`, from `manage.py api_keys create`.",
+        }
 
 
 class AutoSchema(SpectacularAutoSchema):

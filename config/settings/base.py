@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # For ArrayField (API key scopes); the project runs on PostgreSQL only.
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -195,12 +197,23 @@ AUTH_PASSWORD_VALIDATORS = [
 # them out, counted in windows of this many minutes; a lockout lasts one window.
 ACCOUNTS_LOCKOUT_FAILURES = env_int("ACCOUNTS_LOCKOUT_FAILURES", 5, minimum=1)
 ACCOUNTS_LOCKOUT_MINUTES = env_int("ACCOUNTS_LOCKOUT_MINUTES", 15, minimum=1)
+# API keys (accounts/api_keys.py): the expiry a new key gets unless asked, the longest one may
+# get, and how long a rotated key keeps working beside its successor.
+ACCOUNTS_API_KEY_DAYS = env_int("ACCOUNTS_API_KEY_DAYS", 90, minimum=1)
+ACCOUNTS_API_KEY_MAX_DAYS = env_int("ACCOUNTS_API_KEY_MAX_DAYS", 365, minimum=1)
+if ACCOUNTS_API_KEY_DAYS > ACCOUNTS_API_KEY_MAX_DAYS:
+    raise ImproperlyConfigured("ACCOUNTS_API_KEY_DAYS must not exceed ACCOUNTS_API_KEY_MAX_DAYS.")
+ACCOUNTS_API_KEY_OVERLAP_HOURS = env_int("ACCOUNTS_API_KEY_OVERLAP_HOURS", 24)
+# DRF tokens (`Authorization: Token ...`, stored in clear) still accepted beside API keys; off
+# refuses them with a 401 that says how to move to a key.
+ACCOUNTS_LEGACY_TOKENS = env_bool("ACCOUNTS_LEGACY_TOKENS", True)
 
 # --- API --------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.LockoutTokenAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,0 +1,183 @@
+"""API keys: created (the secret shown once), checked, rotated and revoked.
+
+A key reads `cdp_<key id>_<secret>`: the prefix lets secret scanners and people spot a leaked
+one, the key id (public, unique) finds its row by an index read, the secret is 256 random bits.
+Only the SHA-256 of the whole key is stored. A fast hash is enough for 256 random bits (a slow
+password hash guards guessable secrets, and would cost every request milliseconds of CPU), and it
+needs no server secret, so rotating DJANGO_SECRET_KEY leaves every key working.
+
+A key acts for its owner with only the permissions of its scopes that the owner holds
+(`KeyUser`): scopes narrow the owner's permissions, they never add one.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db import transaction
+from django.db.models import OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
+from django.utils.timezone import now
+
+from accounts import lockout
+from accounts.models import ApiKey, Scope
+
+PREFIX = "cdp_"
+KEY_FORMAT = re.compile(r"cdp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
+MALFORMED = "Malformed API key: send 'Authorization: Bearer cdp_<key id>_<secret>'."
+_KEY_ID_ALPHABET = string.ascii_letters + string.digits
+# A key used continuously writes `last_used_at` once per interval, not once per request.
+LAST_USED_INTERVAL = timedelta(minutes=1)
+
+SCOPE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Scope.CUSTOMERS_READ: frozenset({"customers.view_customer"}),
+    Scope.RUNS_READ: frozenset(
+        {"ingestion.view_ingestrun", "ingestion.view_ingestfailure", "ingestion.view_personal_data"}
+    ),
+    Scope.INGESTION_RUN: frozenset({"ingestion.start_ingestion"}),
+}
+_LENT = frozenset().union(*SCOPE_PERMISSIONS.values())
+
+
+class KeyRefused(Exception):
+    """A key cannot be created or rotated as asked; the message says why."""
+
+
+class KeyInvalid(Exception):
+    """A presented key does not authenticate; the message is the 401's detail."""
+
+
+class AddressLockedOut(Exception):
+    """The client address is locked out (accounts/lockout.py) until `until`."""
+
+    def __init__(self, until: datetime):
+        super().__init__(until)
+        self.until = until
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str  # the whole `cdp_...` key: shown once, never stored
+
+
+def create_key(
+    *, user, name: str, scopes: list[str], days: int | None = None, rotated_from: ApiKey | None = None
+) -> IssuedKey:
+    """A new key for the user, valid for `days` (ACCOUNTS_API_KEY_DAYS unless given)."""
+    scopes = _checked_scopes(scopes)
+    days = settings.ACCOUNTS_API_KEY_DAYS if days is None else days
+    if not 1 <= days <= settings.ACCOUNTS_API_KEY_MAX_DAYS:
+        raise KeyRefused(f"A key is valid for 1 to at most {settings.ACCOUNTS_API_KEY_MAX_DAYS} days, not {days}.")
+    key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))
+    secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    moment = now()
+    key = ApiKey.objects.create(
+        key_id=key_id,
+        secret_hash=_hash(secret),
+        name=name,
+        user_id=user.pk,
+        scopes=scopes,
+        created_at=moment,
+        expires_at=moment + timedelta(days=days),
+        rotated_from=rotated_from,
+    )
+    return IssuedKey(key=key, secret=secret)
+
+
+def rotate_key(key: ApiKey, *, overlap: timedelta | None = None, days: int | None = None) -> IssuedKey:
+    """A successor with the key's owner, name and scopes; the old key works for `overlap` more
+    (ACCOUNTS_API_KEY_OVERLAP_HOURS unless given), or until its own expiry if that is sooner."""
+    overlap = timedelta(hours=settings.ACCOUNTS_API_KEY_OVERLAP_HOURS) if overlap is None else overlap
+    with transaction.atomic():
+        # Locked, so two rotations of one key cannot both pass the check below.
+        old = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if old.revoked_at is not None or old.expires_at <= now():
+            raise KeyRefused(f"Key {old.key_id} is revoked or expired: create a new key instead.")
+        issued = create_key(user=old.user, name=old.name, scopes=old.scopes, days=days, rotated_from=old)
+        old.expires_at = min(old.expires_at, now() + overlap)
+        old.save(update_fields=["expires_at"])
+    key.expires_at = old.expires_at
+    return issued
+
+
+def revoke_keys(keys: QuerySet) -> int:
+    """Revoke the keys not revoked yet, at once and for good; the number revoked."""
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=now())
+
+
+def authenticate(presented: str, *, address: str) -> ApiKey:
+    """The key, its `user` acting with the key's permissions, or KeyInvalid saying why not.
+
+    One statement: the key by its id, its owner, the owner's lent permissions and the address's
+    lockout; and, at most once per LAST_USED_INTERVAL, one update of `last_used_at`.
+    """
+    match = KEY_FORMAT.fullmatch(presented)
+    if match is None:
+        raise KeyInvalid(MALFORMED)
+    key = _with_owner(address).filter(key_id=match[1]).first()
+    if key is not None and key.locked_until is not None:
+        raise AddressLockedOut(key.locked_until)
+    # Compared even for an unknown id, so both failures take the same path and say the same.
+    if not hmac.compare_digest(_hash(presented), key.secret_hash if key else ""):
+        raise KeyInvalid("Invalid API key.")
+    # Past the secret check, saying why helps its holder and tells an attacker nothing.
+    moment = now()
+    if key.revoked_at is not None:
+        raise KeyInvalid("This API key was revoked.")
+    if key.expires_at <= moment:
+        raise KeyInvalid(f"This API key expired at {key.expires_at:%Y-%m-%dT%H:%M:%SZ}.")
+    if not key.user.is_active:
+        raise KeyInvalid("User inactive or deleted.")
+    key.user.key_permissions = _lent_permissions(key)
+    _mark_used(key, moment)
+    return key
+
+
+def _with_owner(address: str) -> QuerySet:
+    # The owner's permissions that a scope can lend, directly or through a group, as "app.codename".
+    held = (
+        Permission.objects.filter(Q(user=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")))
+        .annotate(perm=Concat("content_type__app_label", Value("."), "codename"))
+        .filter(perm__in=_LENT)
+        .values("perm")
+    )
+    return ApiKey.objects.select_related("user").annotate(
+        held_permissions=ArraySubquery(held), locked_until=lockout.locked_until(address=address)
+    )
+
+
+def _lent_permissions(key: ApiKey) -> frozenset[str]:
+    wanted = frozenset().union(*(SCOPE_PERMISSIONS[scope] for scope in key.scopes))
+    return wanted if key.user.is_superuser else wanted & frozenset(key.held_permissions)
+
+
+def _mark_used(key: ApiKey, moment: datetime) -> None:
+    stale = moment - LAST_USED_INTERVAL
+    if key.last_used_at is not None and key.last_used_at > stale:
+        return
+    # Conditional, so of the workers that race here in one interval only the first writes.
+    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)).update(
+        last_used_at=moment
+    )
+    key.last_used_at = moment
+
+
+def _checked_scopes(scopes: list[str]) -> list[str]:
+    unknown = [scope for scope in scopes if scope not in Scope.values]
+    if unknown:
+        raise KeyRefused(f"Unknown scope: {unknown[0]!r} (known: {', '.join(Scope.values)}).")
+    if not scopes:
+        raise KeyRefused("A key needs at least one scope.")
+    return sorted(set(scopes), key=Scope.values.index)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
