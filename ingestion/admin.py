@@ -12,8 +12,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
-from ingestion import runs, tasks
-from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
+from ingestion import deletions, runs, tasks
+from ingestion.deletions import held_notice
+from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunMode, RunTrigger
 from ingestion.reporting import cancelled_keeps
 from ingestion.serializers import PERSONAL_FIELDS, mask
 
@@ -21,14 +22,18 @@ from ingestion.serializers import PERSONAL_FIELDS, mask
 @admin.register(IngestRun)
 class IngestRunAdmin(ReadOnlyAdmin):
     list_display = [
-        "id", "status", "trigger", "created_at", "pages_summary", "fetched", "inserted", "updated", "unchanged",
-        "invalid", "conflicts", "duplicates", "retries", "failures_link",
+        "id", "status", "mode", "trigger", "created_at", "pages_summary", "fetched", "inserted", "updated",
+        "unchanged", "invalid", "conflicts", "duplicates", "deleted", "deletions_held", "retries", "failures_link",
     ]  # fmt: skip
-    list_filter = ["status", "trigger", "dry_run"]
+    list_filter = ["status", "mode", "trigger", "dry_run"]
     ordering = ["-id"]
     change_list_template = "admin/ingestion/ingestrun/change_list.html"
     change_form_template = "admin/ingestion/ingestrun/change_form.html"
-    readonly_fields = [field.name for field in IngestRun._meta.fields] + ["failures_link"]
+    readonly_fields = [field.name for field in IngestRun._meta.fields] + ["failures_link", "notice"]
+
+    @admin.display(description="notice")
+    def notice(self, run):
+        return held_notice(run) or "-"
 
     @admin.display(description="pages")
     def pages_summary(self, run):
@@ -45,24 +50,48 @@ class IngestRunAdmin(ReadOnlyAdmin):
         cancel = path(
             "<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="ingestion_ingestrun_cancel"
         )
-        return [run_now, cancel, *super().get_urls()]
+        release = path(
+            "<path:object_id>/release-deletions/",
+            self.admin_site.admin_view(self.release_view),
+            name="ingestion_ingestrun_release_deletions",
+        )
+        return [run_now, cancel, release, *super().get_urls()]
 
     def run_now_view(self, request):
-        """The "Run ingestion now" button: queue a run for the worker, then back to the list."""
+        """The "Run ingestion now" buttons (full, incremental): queue a run for the worker, then back to the list."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("ingestion.start_ingestion"):
             raise PermissionDenied
+        mode = request.POST.get("mode", RunMode.FULL)
         try:
-            run = tasks.start_in_background(trigger=RunTrigger.ADMIN)
+            run = tasks.start_in_background(trigger=RunTrigger.ADMIN, mode=mode)
         except runs.RunRefused as refused:
             self.message_user(request, str(refused), messages.WARNING)
         else:
-            self.message_user(request, f"Run {run.pk} queued; a worker will pick it up.", messages.SUCCESS)
+            self.message_user(request, f"Run {run.pk} queued ({run.mode}); a worker will pick it up.", messages.SUCCESS)
         return redirect("admin:ingestion_ingestrun_changelist")
 
     def cancel_view(self, request, object_id):
         """The "Cancel run" button on a queued or running run's page: cancel it, then back to its page."""
+        return self._run_button(
+            request,
+            object_id,
+            lambda run, by: runs.cancel(run.pk, by=by),
+            lambda run: f"Run {run.pk} cancelled; it keeps {cancelled_keeps(run)}.",
+        )
+
+    def release_view(self, request, object_id):
+        """The "Release held deletions" button on a run the guard stopped: apply them, then back to its page."""
+        return self._run_button(
+            request,
+            object_id,
+            lambda run, by: deletions.release(run.pk, by=by),
+            lambda run: f"Run {run.pk}: deletions released; {run.deleted:,} deleted.",
+        )
+
+    def _run_button(self, request, object_id, act, done):
+        """A POST button on a run's page for operators: `act(run, by)`, its message, then back to the page."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("ingestion.start_ingestion"):
@@ -71,19 +100,21 @@ class IngestRunAdmin(ReadOnlyAdmin):
         if run is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         try:
-            run = runs.cancel(run.pk, by=f"admin user {request.user.get_username()}")
+            run = act(run, f"admin user {request.user.get_username()}")
         except runs.RunRefused as refused:
             self.message_user(request, str(refused), messages.WARNING)
         else:
-            self.message_user(request, f"Run {run.pk} cancelled; it keeps {cancelled_keeps(run)}.", messages.SUCCESS)
+            self.message_user(request, done(run), messages.SUCCESS)
         return redirect("admin:ingestion_ingestrun_change", run.pk)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, unquote(object_id))
-        may_cancel = (
-            run is not None and run.status in ACTIVE_STATUSES and request.user.has_perm("ingestion.start_ingestion")
-        )
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "may_cancel": may_cancel})
+        operator = request.user.has_perm("ingestion.start_ingestion")
+        context = {
+            "may_cancel": run is not None and run.status in ACTIVE_STATUSES and operator,
+            "may_release": run is not None and bool(held_notice(run)) and operator,
+        }
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **context})
 
     def changelist_view(self, request, extra_context=None):
         may_start = request.user.has_perm("ingestion.start_ingestion")

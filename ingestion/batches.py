@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from customers import merge
+from ingestion import watermarks
 from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
 from ingestion.models import FailureReason, IngestFailure, IngestRun, StagedCustomer
@@ -48,6 +51,8 @@ class Batch:
     limit: int = 1
     opening_total: int | None = None  # announced by the batch's first page
     totals: set[int] = field(default_factory=set)
+    high_water: datetime | None = None  # the newest `updated_at` read (ingestion/watermarks.py)
+    served_at: datetime | None = None  # the upstream's clock at the batch's first page
 
     @property
     def size(self) -> int:
@@ -65,6 +70,9 @@ class Batch:
             else:
                 self.valid.append(StagedRow(page.number, position, outcome))
             position += 1
+        self.high_water = max(filter(None, (self.high_water, *map(watermarks.record_time, page.records))), default=None)
+        if self.pages == 0:
+            self.served_at = page.served_at
         self.pages += 1
         # A resume of a run that committed every page reads the empty page past the end to
         # learn the walk is over: that is not a page done.
@@ -87,7 +95,7 @@ def commit_batch(
     on_step: StepObserver | None = None,
 ) -> IngestRun:
     """Stage, reject, classify, merge and count one batch in one transaction; return the run."""
-    counts = dict.fromkeys(IngestRun.COUNTERS, 0)
+    counts = dict.fromkeys((*IngestRun.COUNTERS, "restored"), 0)
     now = timezone.now()
     with _step(on_step, "batch"), transaction.atomic():
         if batch.size:
@@ -100,6 +108,10 @@ def commit_batch(
                 changes["first_total"] = first_total
             if batch.totals != {first_total}:
                 changes["total_changed"] = True
+            if batch.high_water is not None:
+                changes["high_water"] = Greatest(F("high_water"), Value(batch.high_water))  # NULLs ignored
+            if run.upstream_started_at is None and batch.served_at is not None:
+                changes["upstream_started_at"] = batch.served_at
         new_retries, retries_by_reason = retries
         # Only while this execution owns the run; otherwise the whole batch rolls back.
         owned = IngestRun.objects.owned_by(run.pk, run.attempt).update(
@@ -153,7 +165,16 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
     }
     if sum(value for name, value in counts.items() if name != "fetched") != counts["fetched"]:
         raise AssertionError(f"Counters do not add up for run {run.pk}: {counts}")
-    return counts
+    # Beside the sum: a restored customer is one of the updated.
+    return counts | {"restored": merged.restored}
+
+
+def mark_walked(run: IngestRun) -> IngestRun:
+    """Record that the run's records walk is over (conflicts retried): a resume goes on from there."""
+    if not IngestRun.objects.owned_by(run.pk, run.attempt).update(records_walked=True, heartbeat_at=timezone.now()):
+        raise RunFenced(f"Run {run.pk} is no longer running under attempt {run.attempt}.")
+    run.records_walked = True
+    return run
 
 
 def retry_conflicts(run: IngestRun) -> IngestRun:
@@ -187,6 +208,7 @@ def retry_conflicts(run: IngestRun) -> IngestRun:
             inserted=F("inserted") + merged.inserted,
             updated=F("updated") + merged.updated,
             unchanged=F("unchanged") + merged.unchanged,
+            restored=F("restored") + merged.restored,
             heartbeat_at=timezone.now(),
         )
         if not owned:

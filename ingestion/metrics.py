@@ -10,6 +10,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, F, Max, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
+from ingestion import deletions
 from ingestion.models import IngestRun, RunStatus
 from ingestion.source import RetryReason
 
@@ -19,11 +20,12 @@ OUTCOMES = tuple(name for name in IngestRun.COUNTERS if name != "fetched")
 
 
 class IngestionCollector:
-    """Ingestion metrics computed at scrape time from `IngestRun` rows, in three aggregate queries."""
+    """Ingestion metrics computed at scrape time from `IngestRun` rows, in four small queries."""
 
     def collect(self):
         try:
             totals, last_run, retries = _read_runs()
+            waiting = deletions.pending()
         except DatabaseError as exc:
             # The request metrics stay up when the database is not: they are what shows the outage.
             # No traceback: a scrape every few seconds would repeat it for as long as the outage lasts.
@@ -53,6 +55,20 @@ class IngestionCollector:
         for reason, count in (dict.fromkeys(RetryReason, 0) | retries).items():
             by_reason.add_metric([reason], count)
         yield by_reason
+
+        changes = CounterMetricFamily(
+            "ingestion_customer_deletions",
+            "Customers soft-deleted and restored by runs (not dry runs), summed over runs.",
+            labels=["change"],
+        )
+        changes.add_metric(["deleted"], totals["deleted"] or 0)
+        changes.add_metric(["restored"], totals["restored"] or 0)
+        yield changes
+        yield GaugeMetricFamily(
+            "ingestion_deletions_held",
+            "Deletions the mass-deletion guard holds, waiting for an operator's release (0: none).",
+            value=waiting.deletions_held if waiting else 0,
+        )
 
         last_success = totals["last_success"]
         yield GaugeMetricFamily(
@@ -84,6 +100,8 @@ def _read_runs():
             for outcome in OUTCOMES
             for dry_run in (False, True)
         },
+        deleted=Sum("deleted", filter=Q(dry_run=False)),
+        restored=Sum("restored", filter=Q(dry_run=False)),
         last_success=Max("finished_at", filter=Q(status=RunStatus.SUCCEEDED)),
         duration_sum=Sum(F("finished_at") - F("started_at"), filter=finished),
         duration_count=Count("pk", filter=finished),

@@ -2,12 +2,16 @@
 
     mark the run running (runs)
     -> walk the upstream's pages in order (source.fetch_pages), validating each
-       record on the fetch threads (validation)
+       record on the fetch threads (validation); a full run walks every record, an
+       incremental one those changed since its source's watermark (watermarks)
     -> every INGESTION_BATCH_SIZE records, commit a batch in one short transaction:
        stage, record rejections, classify, merge into customers, count (batches)
     -> at the end of the walk, retry its email conflicts together (batches.retry_conflicts)
-    -> finish the run as succeeded, incomplete when the upstream's total moved under
-       the walk (runs.verdict), or failed with the error (runs).
+    -> incremental: walk the upstream's tombstones since the same time (tombstones)
+    -> when the run is complete (runs.verdict): apply its deletions, or hold them behind
+       the mass-deletion guard (deletions), and move the watermark (watermarks)
+    -> finish the run as succeeded, incomplete when the listing moved under the walk
+       (runs.verdict), or failed with the error (runs).
 
 A heartbeat (runs.heartbeat) keeps the run alive meanwhile, and the page loop checks that
 the run is still this execution's (runs.OwnershipWatch): a cancelled run stops at a page.
@@ -20,16 +24,26 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
+from datetime import UTC
 
 import requests
 from django.conf import settings
 
-from ingestion import runs
+from ingestion import batches, deletions, runs, watermarks
 from ingestion.batches import Batch, StepObserver, commit_batch, retry_conflicts
-from ingestion.models import IngestRun, RunStatus
-from ingestion.source import ClientSettings, RetryReason, UpstreamClient, UpstreamError, fetch_pages
+from ingestion.models import IngestRun, RunMode, RunStatus
+from ingestion.source import (
+    CUSTOMERS_PATH,
+    TOMBSTONES_PATH,
+    ClientSettings,
+    RetryReason,
+    UpstreamClient,
+    UpstreamError,
+    fetch_pages,
+)
 from ingestion.source_url import SourceURLRefused, check_source_url
-from ingestion.validation import validate_page
+from ingestion.tombstones import commit_tombstones
+from ingestion.validation import validate_page, validate_tombstone_page
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +56,13 @@ def ingest(
     source_url: str | None = None,
     page_size: int | None = None,
     dry_run: bool = False,
+    mode: str = RunMode.FULL,
     progress: Progress | None = None,
     on_step: StepObserver | None = None,
 ) -> IngestRun:
-    """Create a run and execute it in this process."""
-    with runs.foreground_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run) as run:
+    """Create a run (`full` or `incremental`) and execute it in this process."""
+    options = {"source_url": source_url, "page_size": page_size, "dry_run": dry_run, "mode": mode}
+    with runs.foreground_run(trigger=trigger, **options) as run:
         return execute_run(run.pk, progress=progress, on_step=on_step)
 
 
@@ -90,43 +106,99 @@ def _execute(
     except SourceURLRefused as exc:
         return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
     retries = _RetryCounter(run.retries_by_reason)
-    client = UpstreamClient(
-        run.source_url,
-        page_size=run.page_size,
-        settings=client_settings(run.page_size),
-        session=session,
-        addresses=addresses,
-        on_retry=retries.add,
-    )
-    batch = Batch(first_position=run.fetched + 1)
-    logger.info("run started", extra={"run_id": run_id, "page": run.last_committed_page + 1})
+
+    def client(path: str, params: dict[str, str]) -> UpstreamClient:
+        return UpstreamClient(
+            run.source_url,
+            page_size=run.page_size,
+            settings=client_settings(run.page_size),
+            session=session,
+            addresses=addresses,
+            on_retry=retries.add,
+            path=path,
+            params=params,
+        )
+
+    since = {} if run.updated_since is None else {"updated_since": _upstream_time(run.updated_since)}
+    logger.info("run started", extra={"run_id": run_id, "page": run.last_committed_page + 1, "mode": run.mode})
     try:
-        first = run.last_committed_page + 1
-        with runs.heartbeat(run_id, attempt), closing(fetch_pages(client, first=first, prepare=validate_page)) as pages:
-            try:
-                watch = runs.OwnershipWatch(run)
-                for page in pages:
-                    watch.check()
-                    batch.add(page)
-                    if batch.size >= settings.INGESTION_BATCH_SIZE:
-                        run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-                        batch = Batch(first_position=run.fetched + 1)
-                        if progress:
-                            progress(run)
-                        watch.committed(run)
-            except UpstreamError as exc:
-                # The pages fetched before the failure are complete: keep them, then fail.
-                commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-                logger.error("run failed", extra={"run_id": run_id, "page": batch.last_page, "reason": "upstream"})
-                return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
-            run = commit_batch(run, batch, retries=retries.take(), on_step=on_step)
-            run = retry_conflicts(run)
+        with runs.heartbeat(run_id, attempt):
+            if not run.records_walked:
+                run = _walk(
+                    run,
+                    client(CUSTOMERS_PATH, since),
+                    first_page=run.last_committed_page + 1,
+                    prepare=validate_page,
+                    commit=lambda run, batch: commit_batch(run, batch, retries=retries.take(), on_step=on_step),
+                    next_position=lambda run: run.fetched + 1,
+                    progress=progress,
+                )
+                if run.status != RunStatus.RUNNING:
+                    return run
+                run = batches.mark_walked(retry_conflicts(run))
+            if run.mode == RunMode.INCREMENTAL:
+                run = _walk(
+                    run,
+                    client(TOMBSTONES_PATH, {"since": since["updated_since"]}),
+                    first_page=run.last_tombstone_page + 1,
+                    prepare=validate_tombstone_page,
+                    commit=lambda run, batch: commit_tombstones(run, batch, retries=retries.take()),
+                    next_position=lambda run: run.tombstones + 1,
+                    progress=progress,
+                )
+                if run.status != RunStatus.RUNNING:
+                    return run
+            status, error = runs.verdict(run)
+            if status == RunStatus.SUCCEEDED:
+                run = deletions.settle(run)
+                watermarks.advance(run)
     except runs.RunFenced:
         raise
     except BaseException as exc:
         runs.record_crash(run_id, exc, attempt=attempt)
         raise
-    return runs.mark_finished(run_id, *runs.verdict(run), attempt=attempt)
+    return runs.mark_finished(run_id, status, error, attempt=attempt)
+
+
+def _walk(
+    run: IngestRun,
+    client: UpstreamClient,
+    *,
+    first_page: int,
+    prepare: Callable,
+    commit: Callable[[IngestRun, Batch], IngestRun],
+    next_position: Callable[[IngestRun], int],
+    progress: Progress | None,
+) -> IngestRun:
+    """Walk one listing from `first_page`, committing a batch every INGESTION_BATCH_SIZE records.
+
+    Returns the run still running when the walk reached the end, or finished as failed when
+    the upstream gave up (the pages read before that are committed).
+    """
+    batch = Batch(first_position=next_position(run))
+    with closing(fetch_pages(client, first=first_page, prepare=prepare)) as pages:
+        try:
+            watch = runs.OwnershipWatch(run)
+            for page in pages:
+                watch.check()
+                batch.add(page)
+                if batch.size >= settings.INGESTION_BATCH_SIZE:
+                    run = commit(run, batch)
+                    batch = Batch(first_position=next_position(run))
+                    if progress:
+                        progress(run)
+                    watch.committed(run)
+        except UpstreamError as exc:
+            # The pages fetched before the failure are complete: keep them, then fail.
+            commit(run, batch)
+            logger.error("run failed", extra={"run_id": run.pk, "page": batch.last_page, "reason": "upstream"})
+            return runs.mark_finished(run.pk, RunStatus.FAILED, str(exc), attempt=run.attempt)
+    return commit(run, batch)
+
+
+def _upstream_time(moment) -> str:
+    """An aware time as the upstream's parameters take it: ISO-8601 UTC to the second, `Z`, rounded down."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def client_settings(page_size: int) -> ClientSettings:

@@ -1,6 +1,7 @@
 """Human-readable one-liners about a run, for the command line and logs."""
 
-from ingestion.models import IngestRun, RunStatus
+from ingestion.deletions import held_notice
+from ingestion.models import IngestRun, RunMode, RunStatus
 
 _BAR_WIDTH = 30
 
@@ -22,8 +23,15 @@ def summary_line(run: IngestRun) -> str:
         f"{_headline(run)}: fetched {run.fetched:,} = {counters}; "
         f"pages {run.pages_done}/{run.pages_expected or 0}; retries {run.retries}"
     )
+    if run.deleted or run.restored:
+        line += f"; deleted {run.deleted:,}, restored {run.restored:,}"
+    if run.mode == RunMode.INCREMENTAL:
+        line += f"; incremental since {run.updated_since:%Y-%m-%dT%H:%M:%SZ}, tombstones {run.tombstones:,}"
     if run.dry_run:
         line += " (dry run: nothing written to customers)"
+    notice = held_notice(run)
+    if notice:
+        line += f". {notice[0].upper()}{notice[1:]}"
     if run.error:
         line += f". Error: {run.error}"
     return line

@@ -28,8 +28,16 @@ from django.db import DatabaseError, IntegrityError, close_old_connections, conn
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ingestion import jobs
-from ingestion.models import ACTIVE_STATUSES, RESUMABLE_STATUSES, IngestRun, RunStatus
+from ingestion import jobs, watermarks
+from ingestion.models import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    IngestRun,
+    RunMode,
+    RunStatus,
+    StagedCustomer,
+    StageOutcome,
+)
 from ingestion.source_url import SourceURLRefused, check_source_url
 
 logger = logging.getLogger(__name__)
@@ -55,10 +63,19 @@ class RunAlreadyActive(RunRefused):
 
 
 def create_run(
-    *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False
+    *,
+    trigger: str,
+    source_url: str | None = None,
+    page_size: int | None = None,
+    dry_run: bool = False,
+    mode: str = RunMode.FULL,
 ) -> IngestRun:
-    """Create a queued run; refuse when another run is queued or running."""
-    return _create(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run, hold=False)
+    """Create a queued run; refuse when another run is queued or running.
+
+    An incremental run reads from its source's watermark minus the lookback; without a
+    watermark (no run has proven one yet) it is created as a full run.
+    """
+    return _create(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run, mode=mode, hold=False)
 
 
 @contextmanager
@@ -76,7 +93,13 @@ def foreground_run(**options) -> Iterator[IngestRun]:
 
 
 def _create(
-    *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False, hold: bool
+    *,
+    trigger: str,
+    source_url: str | None = None,
+    page_size: int | None = None,
+    dry_run: bool = False,
+    mode: str = RunMode.FULL,
+    hold: bool,
 ) -> IngestRun:
     page_size = settings.INGESTION_PAGE_SIZE if page_size is None else page_size
     if not 1 <= page_size <= 100:
@@ -86,8 +109,13 @@ def _create(
         check_source_url(source_url)
     except SourceURLRefused as exc:
         raise RunRefused(str(exc)) from None
+    if mode not in RunMode.values:
+        raise RunRefused(f"Mode must be one of {', '.join(RunMode.values)}, not {mode!r}.")
     # Any door notices a dead run, not only a worker's sweep: cron + the command has no worker.
     abandon_stale_runs()
+    since = watermarks.since_for(source_url) if mode == RunMode.INCREMENTAL else None
+    if since is None:
+        mode = RunMode.FULL
     try:
         with transaction.atomic():
             run = IngestRun.objects.create(
@@ -95,6 +123,8 @@ def _create(
                 source_url=source_url,
                 page_size=page_size,
                 dry_run=dry_run,
+                mode=mode,
+                updated_since=since,
             )
             # A session lock: it outlives this transaction. Nobody else can hold a new run's id.
             if hold and not _try_execution_lock(connection, run.pk):
@@ -156,7 +186,22 @@ def verdict(run: IngestRun) -> tuple[str, str]:
             f"Read {run.fetched:,} records where the upstream announced {run.records_expected:,}. "
             "What was read is committed; run again to read the rest."
         )
+    if run.mode == RunMode.INCREMENTAL and _read_twice(run):
+        # A record changed during the walk moves to the end of the listing by updated_at; every
+        # record after its old place moves back one, and one of them may cross onto a page read already.
+        return RunStatus.INCOMPLETE, (
+            "A record changed while the walk was under way (it was listed twice), so records after it may "
+            "have moved onto pages already read. What was read is committed; the watermark stays, and the "
+            "next run reads these changes again."
+        )
     return RunStatus.SUCCEEDED, ""
+
+
+def _read_twice(run: IngestRun) -> bool:
+    # Any repeated read leaves one of its rows marked duplicate or superseded (ingestion/classification.py).
+    return StagedCustomer.objects.filter(
+        run=run, outcome__in=[StageOutcome.DUPLICATE, StageOutcome.SUPERSEDED]
+    ).exists()
 
 
 def ensure_owned(run: IngestRun) -> None:

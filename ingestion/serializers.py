@@ -2,7 +2,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ingestion.models import IngestFailure, IngestRun
+from ingestion.deletions import held_notice
+from ingestion.models import IngestFailure, IngestRun, RunMode
 
 
 class IngestRunSerializer(serializers.ModelSerializer):
@@ -11,6 +12,10 @@ class IngestRunSerializer(serializers.ModelSerializer):
     records_per_second = serializers.FloatField(read_only=True, allow_null=True)
     attempt = serializers.IntegerField(
         read_only=True, help_text="Executions of the run so far: each start, and each resume, is a new attempt."
+    )
+    notice = serializers.SerializerMethodField(
+        help_text='What an operator must act on, such as "2,000 deletions held by the mass-deletion guard ..."; '
+        "empty when nothing."
     )
 
     class Meta:
@@ -23,10 +28,18 @@ class IngestRunSerializer(serializers.ModelSerializer):
             "source_url",
             "page_size",
             "dry_run",
+            "mode",
+            "updated_since",
             "pages_done",
             "pages_expected",
             "records_expected",
             *IngestRun.COUNTERS,
+            "deleted",
+            "restored",
+            "tombstones",
+            "deletions_held",
+            "deletions_released_at",
+            "deletions_released_by",
             "retries",
             "records_per_second",
             "created_at",
@@ -34,8 +47,12 @@ class IngestRunSerializer(serializers.ModelSerializer):
             "finished_at",
             "duration_seconds",
             "error",
+            "notice",
         ]
         read_only_fields = fields
+
+    def get_notice(self, run) -> str:
+        return held_notice(run)
 
 
 # Fields of a failed record that identify a person; masked unless the user may see them.
@@ -86,3 +103,10 @@ class IngestRequestSerializer(serializers.Serializer):
     wait = serializers.IntegerField(required=False, min_value=0, max_value=3600)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
     dry_run = serializers.BooleanField(required=False, default=False)
+    mode = serializers.ChoiceField(
+        choices=RunMode.choices,
+        required=False,
+        default=RunMode.FULL,
+        help_text="`full` walks every record and then deletes what the upstream no longer lists; `incremental` "
+        "reads what changed since the watermark, and the upstream's tombstones (without a watermark: full).",
+    )

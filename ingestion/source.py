@@ -57,6 +57,13 @@ class Page:
     limit: int
     total: int
     records: list[Any]
+    # The upstream's clock when it served the page (its Date header), if it said.
+    served_at: datetime | None = None
+
+
+# The upstream's listings: every live record (with `updated_since`, those changed since), and tombstones.
+CUSTOMERS_PATH = "/api/customers"
+TOMBSTONES_PATH = "/api/customers/deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +81,11 @@ class ClientSettings:
 
 
 class UpstreamClient:
-    """Fetches pages of `GET {base_url}/api/customers?page=&limit=`.
+    """Fetches pages of `GET {base_url}{path}?page=&limit=` plus `params`.
 
-    With `addresses` (the checked ones, from `check_source_url`), its own session connects
-    only to those.
+    `path` is one of the upstream's listings (CUSTOMERS_PATH, TOMBSTONES_PATH); `params`
+    narrows it (`updated_since`, `since`). With `addresses` (the checked ones, from
+    `check_source_url`), its own session connects only to those.
     """
 
     def __init__(
@@ -91,8 +99,11 @@ class UpstreamClient:
         on_retry: Callable[[RetryReason], None] = lambda reason: None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        path: str = CUSTOMERS_PATH,
+        params: dict[str, str] | None = None,
     ):
-        self.url = base_url.rstrip("/") + "/api/customers"
+        self.url = base_url.rstrip("/") + path
+        self.params = dict(params or {})
         self.page_size = page_size
         self.settings = settings or ClientSettings()
         self.session = session or _session_for(self.url, addresses)
@@ -126,7 +137,7 @@ class UpstreamClient:
         return random.uniform(ceiling / 2, ceiling)
 
     def _attempt(self, number: int) -> Page:
-        params = {"page": number, "limit": self.page_size}
+        params = {**self.params, "page": number, "limit": self.page_size}
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         try:
             response = self.session.get(self.url, params=params, timeout=timeout, stream=True, allow_redirects=False)
@@ -137,7 +148,8 @@ class UpstreamClient:
         with response:
             self._check_status(number, response)
             body = self._read_body(response)
-        return self._parse(number, body)
+            served_at = parse_http_date(response.headers.get("Date"))
+        return self._parse(number, body, served_at)
 
     def _check_status(self, number: int, response: requests.Response) -> None:
         status = response.status_code
@@ -171,7 +183,7 @@ class UpstreamClient:
             raise _Retryable(RetryReason.CONNECTION, f"connection broken while reading: {exc}") from None
         return b"".join(chunks)
 
-    def _parse(self, number: int, body: bytes) -> Page:
+    def _parse(self, number: int, body: bytes, served_at: datetime | None = None) -> Page:
         try:
             # Numbers stay exact: 0.1 + 0.2 style float noise must not reach balances, and a
             # rejected record is kept with the digits it came with.
@@ -185,7 +197,9 @@ class UpstreamClient:
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
             raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
-        return Page(number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"])
+        return Page(
+            number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"], served_at=served_at
+        )
 
 
 # Far past any record we would keep (the envelope, a record and its value are three levels),
@@ -323,10 +337,18 @@ def parse_retry_after(value: str | None, *, now: Callable[[], datetime] = lambda
     # ASCII digits only: str.isdigit() also accepts "²" and "٣", which float() then refuses.
     if _ASCII_DIGITS.fullmatch(value):
         return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    moment = parse_http_date(value)
+    if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - now()).total_seconds())
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date header as an aware datetime (UTC when it names no zone), or None when absent or garbled."""
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

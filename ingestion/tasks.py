@@ -18,7 +18,7 @@ from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
 from ingestion import jobs, pipeline, retention, runs
-from ingestion.models import IngestRun, RunStatus, RunTrigger
+from ingestion.models import IngestRun, RunMode, RunTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,16 @@ def execute_run_job(run_id: int) -> None:
 
 
 def start_in_background(
-    *, trigger: str, source_url: str | None = None, page_size: int | None = None, dry_run: bool = False
+    *,
+    trigger: str,
+    source_url: str | None = None,
+    page_size: int | None = None,
+    dry_run: bool = False,
+    mode: str = RunMode.FULL,
 ) -> IngestRun:
     """Create a queued run and its job, atomically; refuse if a run is active."""
     with transaction.atomic():
-        run = runs.create_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run)
+        run = runs.create_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run, mode=mode)
         execute_run_job.defer(run_id=run.pk)
     return run
 
@@ -100,16 +105,25 @@ def _fail_stalled_jobs() -> None:
 
 
 def start_scheduled_run_if_due() -> IngestRun | None:
-    """Start a run when INGESTION_SCHEDULE_MINUTES have passed since the last one began."""
-    interval = settings.INGESTION_SCHEDULE_MINUTES
-    if not interval:
+    """Start the run that is due, if any: a full one every INGESTION_SCHEDULE_MINUTES, else an
+    incremental one every INGESTION_INCREMENTAL_MINUTES, each counted from the last run of its mode.
+
+    The full run wins when both are due: it is also the reconciliation. One run at a time
+    still holds (the database refuses a second active run), so the two never overlap.
+    """
+    if IngestRun.objects.active().exists():
         return None
-    last = IngestRun.objects.order_by("-created_at").first()
-    if last and last.created_at > timezone.now() - timedelta(minutes=interval):
-        return None
-    if last and last.status in (RunStatus.QUEUED, RunStatus.RUNNING):
-        return None
-    try:
-        return start_in_background(trigger=RunTrigger.SCHEDULE)
-    except runs.RunAlreadyActive:
-        return None
+    for mode, interval in (
+        (RunMode.FULL, settings.INGESTION_SCHEDULE_MINUTES),
+        (RunMode.INCREMENTAL, settings.INGESTION_INCREMENTAL_MINUTES),
+    ):
+        if not interval:
+            continue
+        last = IngestRun.objects.filter(mode=mode).order_by("-created_at").first()
+        if last and last.created_at > timezone.now() - timedelta(minutes=interval):
+            continue
+        try:
+            return start_in_background(trigger=RunTrigger.SCHEDULE, mode=mode)
+        except runs.RunAlreadyActive:
+            return None
+    return None

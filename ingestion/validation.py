@@ -82,6 +82,28 @@ def validate_record(raw: Any) -> ValidRecord | Rejection:
     return ValidRecord(**values)
 
 
+class Tombstone(NamedTuple):
+    """An upstream deletion: which customer, and when."""
+
+    customer_id: uuid.UUID
+    deleted_at: dt.datetime
+
+
+def validate_tombstone(raw: Any) -> Tombstone | Rejection:
+    """Validate one entry of the upstream's tombstone listing; never raises for bad data."""
+    if not isinstance(raw, dict):
+        return Rejection(FailureReason.INVALID_TOMBSTONE, {"record": ["Must be a JSON object."]}, None)
+    values, errors = {}, {}
+    for name, check in (("customer_id", _customer_id), ("deleted_at", _created_at)):
+        try:
+            values[name] = check(raw.get(name))
+        except _FieldError as problem:
+            errors[name] = [problem.message]
+    if errors:
+        return Rejection(FailureReason.INVALID_TOMBSTONE, errors, values.get("customer_id"))
+    return Tombstone(**values)
+
+
 @dataclass(frozen=True, slots=True)
 class ValidatedPage:
     """A page with the outcome of validating each of its records, in order."""
@@ -93,6 +115,10 @@ class ValidatedPage:
 def validate_page(page: Page) -> ValidatedPage:
     """Validate every record of a page (a run does it on the fetch threads)."""
     return ValidatedPage(page, [validate_record(raw) for raw in page.records])
+
+
+def validate_tombstone_page(page: Page) -> ValidatedPage:
+    return ValidatedPage(page, [validate_tombstone(raw) for raw in page.records])
 
 
 def _require(value: Any) -> Any:

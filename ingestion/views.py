@@ -18,7 +18,7 @@ from api.pagination import PageLimitPagination
 from api.permissions import ViewModelPermission
 from api.renderers import exact_decimal_renderers
 from api.schema import ErrorSerializer
-from ingestion import runs, tasks
+from ingestion import deletions, runs, tasks
 from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
 from ingestion.permissions import CanStartIngestion
 from ingestion.serializers import IngestFailureSerializer, IngestRequestSerializer, IngestRunSerializer
@@ -84,6 +84,7 @@ class IngestView(APIView):
                 trigger=RunTrigger.API,
                 page_size=params.validated_data.get("page_size"),
                 dry_run=params.validated_data["dry_run"],
+                mode=params.validated_data["mode"],
             )
         except runs.RunAlreadyActive as refused:
             return _conflict(refused)
@@ -114,7 +115,7 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     throttle_scope = "reads"
 
     def get_permissions(self):
-        if self.action in ("resume", "cancel"):
+        if self.action in ("resume", "cancel", "release_deletions"):
             return [CanStartIngestion()]
         return super().get_permissions()
 
@@ -186,6 +187,27 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         run = self.get_object()
         try:
             run = runs.cancel(run.pk, by=f"API user {request.user.get_username()}")
+        except runs.RunRefused as refused:
+            return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
+        return Response(IngestRunSerializer(run).data)
+
+    @extend_schema(
+        summary="Release the deletions the mass-deletion guard held on a run",
+        description=(
+            "Soft-deletes the customers the run found gone, except those a later run has read since. Refused when "
+            "the run holds none, was released already, was a dry run, or a later complete full run recomputed them."
+        ),
+        request=None,
+        responses={
+            200: OpenApiResponse(IngestRunSerializer, description="The run, with `deleted` and who released it."),
+            409: OpenApiResponse(ErrorSerializer, description="Nothing to release; `detail` says why."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="release-deletions")
+    def release_deletions(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = deletions.release(run.pk, by=f"API user {request.user.get_username()}")
         except runs.RunRefused as refused:
             return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
         return Response(IngestRunSerializer(run).data)

@@ -268,7 +268,20 @@ INGESTION_CONCURRENCY = env_int("INGESTION_CONCURRENCY", 4, minimum=1)
 INGESTION_BATCH_SIZE = env_int("INGESTION_BATCH_SIZE", 10000, minimum=1)
 INGESTION_HEARTBEAT_SECONDS = env_float("INGESTION_HEARTBEAT_SECONDS", 10.0, minimum=0.01)
 INGESTION_ABANDON_AFTER_SECONDS = env_int("INGESTION_ABANDON_AFTER_SECONDS", 120, minimum=1)
+# Full runs (the reconciliation that also finds deletions) every N minutes, incremental runs
+# every M minutes in between; 0 turns either off. One run at a time still holds.
 INGESTION_SCHEDULE_MINUTES = env_int("INGESTION_SCHEDULE_MINUTES", 0)
+INGESTION_INCREMENTAL_MINUTES = env_int("INGESTION_INCREMENTAL_MINUTES", 0)
+# Seconds an incremental run reads back before the watermark, for changes the upstream commits
+# late with an earlier updated_at (ingestion/watermarks.py). Re-reading is cheap: unchanged rows
+# are not rewritten.
+INGESTION_LOOKBACK = env_int("INGESTION_LOOKBACK", 300)
+# The mass-deletion guard (ingestion/deletions.py): a run that would delete more than this share
+# of the live customers, or more than this many, holds its deletions until an operator releases them.
+INGESTION_MAX_DELETE_RATIO = env_float("INGESTION_MAX_DELETE_RATIO", 0.05)
+INGESTION_MAX_DELETES = env_int("INGESTION_MAX_DELETES", 10000)
+if not 0 <= INGESTION_MAX_DELETE_RATIO <= 1:
+    raise ImproperlyConfigured("INGESTION_MAX_DELETE_RATIO must be between 0 and 1 (a share of the live customers).")
 INGESTION_MAX_WAIT_SECONDS = env_int("INGESTION_MAX_WAIT_SECONDS", 300, minimum=1)
 
 # --- Logging ----------------------------------------------------------------------

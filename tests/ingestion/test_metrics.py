@@ -124,7 +124,7 @@ def test_scrape_cost_does_not_grow_with_the_number_of_runs(client, runs, django_
         started = T0 + timedelta(minutes=minute)
         make_run(RunStatus.FAILED, started=started, finished=started, retries_by_reason={"malformed": 1})
 
-    with django_assert_max_num_queries(3):
+    with django_assert_max_num_queries(4):
         samples = scrape(client)
 
     assert value(samples, "ingestion_upstream_retries_total", reason="malformed") == 20

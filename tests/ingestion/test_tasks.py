@@ -13,7 +13,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from customers.models import Customer
 from ingestion import pipeline, runs, tasks
-from ingestion.models import IngestRun
+from ingestion.models import IngestRun, SyncCursor
 from mocksource.dataset import write_dataset
 from mocksource.faults import FaultConfig
 from tests.ingestion.workers import wait_until, worker_process
@@ -75,6 +75,24 @@ def test_sweep_starts_a_scheduled_run_when_the_interval_has_passed(settings):
     assert tasks.start_scheduled_run_if_due() is None  # one is active, and it is too soon anyway
     IngestRun.objects.filter(pk=run.pk).update(status="succeeded", created_at=timezone.now() - timedelta(minutes=31))
     assert tasks.start_scheduled_run_if_due().trigger == "schedule"
+
+
+@pytest.mark.django_db
+def test_the_schedule_runs_incremental_runs_between_full_ones_and_never_two_at_once(settings):
+    settings.INGESTION_SCHEDULE_MINUTES, settings.INGESTION_INCREMENTAL_MINUTES = 24 * 60, 10
+    full = tasks.start_scheduled_run_if_due()
+    assert full.mode == "full"
+    assert tasks.start_scheduled_run_if_due() is None  # one run at a time
+    IngestRun.objects.filter(pk=full.pk).update(status="succeeded", high_water=timezone.now())
+    SyncCursor.objects.create(source_url=full.source_url, watermark=timezone.now(), run=full)
+
+    incremental = tasks.start_scheduled_run_if_due()
+
+    assert (incremental.mode, incremental.trigger) == ("incremental", "schedule")
+    IngestRun.objects.filter(pk=incremental.pk).update(status="succeeded")
+    assert tasks.start_scheduled_run_if_due() is None  # the incremental one ran under 10 minutes ago
+    IngestRun.objects.update(created_at=timezone.now() - timedelta(days=2))
+    assert tasks.start_scheduled_run_if_due().mode == "full"  # both due: the reconciliation wins
 
 
 @pytest.mark.django_db(transaction=True)  # a job closes its connection when it ends
