@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from django.db import connections, transaction
-from django.db.models import F, Max, OrderBy, QuerySet
+from django.db.models import Count, F, Max, OrderBy, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
@@ -137,37 +138,86 @@ class PageLimitPagination(BasePagination):
 
 
 class DenseKeyPagination(PageLimitPagination):
-    """PageLimitPagination for a whole table numbered densely 1..N by `dense_key`.
+    """PageLimitPagination for a table numbered 1..N by `dense_key`, whose listing may leave rows out.
 
-    It asks the queryset it is given, nothing else: when the queryset has no WHERE clause
-    (nothing narrows it), the total is max(dense_key), an index lookup, instead of a full
-    count; when it is also ordered by the key alone, either way, a page is a range of the
-    key instead of a growing OFFSET scan. Both need the key to be 1..N without gaps: use
-    it only on a model whose writer keeps that promise (customers/merge.py for `seq`).
+    It asks the queryset it is given, nothing else. Two shapes are served without a full
+    count or a growing OFFSET scan:
+
+    - the whole table (no WHERE clause): the total is max(dense_key), an index lookup;
+    - exactly `listed` (e.g. live customers), when the rows it leaves out, `holes`, keep
+      their key: the total is max(dense_key) minus the holes, and a page starts at a key
+      computed from the holes alone (`_key_of_rank`), so both cost one pass over an index
+      of the holes however deep the page.
+
+    Ordered by the key alone, either way, a page is then a range of the key. Anything else
+    is counted and offset. The key must be 1..N without gaps: use it only on a model whose
+    writer keeps that promise (customers/merge.py for `seq`). `listed` and `holes` must be
+    complements; an index on the key of the holes keeps them cheap.
     """
 
     dense_key = "seq"
+    listed: Q | None = None
+    holes: Q | None = None
 
     def get_total(self, queryset: QuerySet, view) -> int:
-        if not _is_whole_table(queryset):
+        shape = self._shape(queryset)
+        if shape is None:
             return super().get_total(queryset, view)
-        return queryset.aggregate(total=Coalesce(Max(self.dense_key), 0))["total"]
+        manager = queryset.model._default_manager
+        if shape == "whole":
+            return manager.aggregate(total=Coalesce(Max(self.dense_key), 0))["total"]
+        # One statement: the top key (a backward index scan) minus the number of holes.
+        top = manager.order_by(f"-{self.dense_key}").values(self.dense_key)[:1]
+        return manager.filter(self.holes).aggregate(total=Coalesce(Subquery(top), 0) - Count("*"))["total"]
 
     def get_page_rows(self, queryset: QuerySet, offset: int, limit: int, view) -> Sequence:
-        direction = self._dense_order(queryset)
+        shape, direction = self._shape(queryset), self._key_order(queryset)
+        if shape is None or direction is None:
+            return super().get_page_rows(queryset, offset, limit, view)
         key = self.dense_key
+        # Ranks of the first and last rows of the page, counted from the lowest key.
         if direction == "asc":
-            return queryset.filter(**{f"{key}__gt": offset, f"{key}__lte": offset + limit})
-        if direction == "desc":
-            top = self.total - offset
-            return queryset.filter(**{f"{key}__gt": top - limit, f"{key}__lte": top})
-        return super().get_page_rows(queryset, offset, limit, view)
+            low, high = offset + 1, offset + limit
+        else:
+            low, high = self.total - offset - limit + 1, self.total - offset
+        if shape == "whole":
+            return queryset.filter(**{f"{key}__gt": low - 1, f"{key}__lte": high})
+        if direction == "asc":
+            return queryset.filter(**{f"{key}__gte": self._key_of_rank(queryset, low)})[:limit]
+        return queryset.filter(**{f"{key}__lte": self._key_of_rank(queryset, high)})[:limit]
 
-    def _dense_order(self, queryset: QuerySet) -> str | None:
-        """ "asc" or "desc" when the queryset is the whole table ordered by the dense key alone, else None."""
+    def _key_of_rank(self, queryset: QuerySet, rank: int) -> RawSQL:
+        """The key of the `rank`-th listed row (from 1, lowest key first), as a scalar subquery.
+
+        With holes h_1 < h_2 < ... (keys), h_i - i listed rows lie below h_i, so hole i comes
+        before the rank-th listed row exactly when h_i - i < rank; that row's key is rank plus
+        the number of such holes. PostgreSQL evaluates it once, before the range scan.
+        """
+        column = connections[queryset.db].ops.quote_name(queryset.model._meta.get_field(self.dense_key).column)
+        holes = queryset.model._default_manager.filter(self.holes).order_by().values(self.dense_key)
+        holes_sql, holes_params = holes.query.sql_with_params()
+        sql = (
+            f"SELECT %s + count(*) FROM (SELECT {column} - row_number() OVER (ORDER BY {column}) AS below"
+            f" FROM ({holes_sql}) AS holes) AS ranked WHERE below < %s"
+        )
+        return RawSQL(sql, (rank, *holes_params, rank))
+
+    def _shape(self, queryset: QuerySet) -> str | None:
+        """ "whole" for the whole table, "listed" for exactly `listed`, else None."""
+        query = queryset.query
+        if query.combinator:
+            return None
+        if not query.where:
+            return "whole"
+        if self.listed is not None and query.where == queryset.model._default_manager.filter(self.listed).query.where:
+            return "listed"
+        return None
+
+    def _key_order(self, queryset: QuerySet) -> str | None:
+        """ "asc" or "desc" when the queryset is ordered by the dense key alone, else None."""
         query = queryset.query
         ordering = query.order_by or (query.get_meta().ordering if query.default_ordering else ())
-        if not _is_whole_table(queryset) or len(ordering) != 1:
+        if len(ordering) != 1:
             return None
         [term] = ordering
         if isinstance(term, str):
@@ -179,8 +229,3 @@ class DenseKeyPagination(PageLimitPagination):
         if name != self.dense_key:
             return None
         return "desc" if descending else "asc"
-
-
-def _is_whole_table(queryset: QuerySet) -> bool:
-    """No WHERE clause and no UNION: every row of the table is in the queryset."""
-    return not queryset.query.where and not queryset.query.combinator

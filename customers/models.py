@@ -7,9 +7,10 @@ DELETED = Q(deleted_at__isnull=False)
 
 
 class CustomerQuerySet(models.QuerySet):
-    def for_listing(self):
-        """Customers in the API's default order: the order they were first ingested."""
-        return self.order_by("seq")
+    def for_listing(self, *, include_deleted: bool = False):
+        """The API's listing: live customers (all, if asked) in the order they were first ingested."""
+        customers = self.order_by("seq")
+        return customers if include_deleted else customers.live()
 
     def live(self):
         """Customers the upstream still has: not soft-deleted."""

@@ -40,3 +40,27 @@ class CustomerSerializer(serializers.ModelSerializer):
         # The upstream's nine fields, in its order, then ours; bookkeeping never leaves.
         fields = [*Customer.SOURCE_FIELDS, "updated_at"]
         read_only_fields = fields
+
+
+class CustomerWithDeletionSerializer(CustomerSerializer):
+    """A customer as above, plus when the pipeline saw it gone upstream: for `include_deleted=true`."""
+
+    deleted_at = UTCDateTimeField(
+        read_only=True, allow_null=True, help_text="When the upstream stopped listing it, UTC; null while live."
+    )
+
+    class Meta(CustomerSerializer.Meta):
+        fields = [*CustomerSerializer.Meta.fields, "deleted_at"]
+        read_only_fields = fields
+
+
+class CustomerReadOptions(serializers.Serializer):
+    """Query parameters every customer read accepts, the listing and a customer's own URL alike."""
+
+    include_deleted = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "`true` also returns customers the upstream no longer has (soft-deleted), with their "
+            "`deleted_at`; by default they are left out, and a deleted customer's URL is a 404."
+        ),
+    )

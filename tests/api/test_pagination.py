@@ -2,15 +2,17 @@
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection, transaction
 from django.db.models import F
-from hypothesis import given
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
 from api.pagination import DenseKeyPagination, PageLimitPagination
-from customers.models import Customer
+from customers.models import DELETED, LIVE, Customer
 from tests.customers.factories import create_customers
 
 
@@ -159,3 +161,89 @@ def test_dense_key_last_partial_page_and_past_the_end(make_queryset, django_asse
 
     assert last == everything[50:]
     assert (past, paginator.total) == ([], 53)
+
+
+# --- DenseKeyPagination with holes: a listing that leaves rows out (soft-deleted customers).
+
+
+class LivePagination(DenseKeyPagination):
+    listed = LIVE
+    holes = DELETED
+
+
+@pytest.mark.django_db
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    size=st.integers(min_value=0, max_value=30),
+    data=st.data(),
+    limit=st.integers(min_value=1, max_value=12),
+    descending=st.booleans(),
+)
+def test_a_listing_with_holes_pages_exactly_like_offset_wherever_the_holes_are(size, data, limit, descending):
+    with transaction.atomic():
+        create_customers(size)
+        holes = data.draw(st.sets(st.integers(min_value=1, max_value=max(size, 1))), label="holes")
+        Customer.objects.filter(seq__in=holes).update(deleted_at=timezone.now())
+        expected = [customer.seq for customer in _live(descending)]
+        page = data.draw(st.integers(min_value=1, max_value=len(expected) // limit + 2), label="page")
+        paginator = LivePagination()
+
+        # A wrapper, not CaptureQueriesContext: the examples fill Django's capped query log.
+        sent = []
+        with connection.execute_wrapper(lambda execute, sql, *args: sent.append(sql) or execute(sql, *args)):
+            rows = paginator.paginate_queryset(_live(descending), _request(page=str(page), limit=str(limit)))
+
+        assert paginator.total == len(expected)
+        assert [row.seq for row in rows] == expected[(page - 1) * limit : page * limit]
+        assert 1 <= len(sent) <= 2  # the total, and the page unless it is past the end
+        assert not any("OFFSET" in sql for sql in sent)
+        transaction.set_rollback(True)
+
+
+def _live(descending: bool):
+    return Customer.objects.live().order_by("-seq" if descending else "seq")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "make_queryset",
+    [
+        lambda: Customer.objects.deleted().order_by("seq"),
+        lambda: Customer.objects.live().filter(seq__gte=1).order_by("seq"),
+    ],
+    ids=["the holes themselves", "live and narrowed"],
+)
+def test_a_listing_with_holes_counts_and_offsets_anything_but_exactly_the_listed_rows(
+    make_queryset, django_assert_num_queries
+):
+    create_customers(60)
+    Customer.objects.filter(seq__in=[2, 30, 31]).update(deleted_at=timezone.now())
+    expected = [customer.seq for customer in make_queryset()]
+    paginator = LivePagination()
+
+    with django_assert_num_queries(2) as captured:
+        rows = paginator.paginate_queryset(make_queryset(), _request(page="2", limit="2"))
+
+    total_sql, rows_sql = (query["sql"] for query in captured.captured_queries)
+    assert [row.seq for row in rows] == expected[2:4]
+    assert paginator.total == len(expected)
+    assert total_sql.startswith("SELECT COUNT(*)")
+    assert "OFFSET 2" in rows_sql
+    assert "row_number" not in rows_sql
+
+
+@pytest.mark.django_db
+def test_the_listed_rows_in_another_order_are_counted_from_the_holes_but_offset(django_assert_num_queries):
+    create_customers(60)
+    Customer.objects.filter(seq__in=[2, 30, 31]).update(deleted_at=timezone.now())
+    expected = [customer.seq for customer in Customer.objects.live().order_by("email")]
+    paginator = LivePagination()
+
+    with django_assert_num_queries(2) as captured:
+        rows = paginator.paginate_queryset(Customer.objects.live().order_by("email"), _request(page="2", limit="2"))
+
+    total_sql, rows_sql = (query["sql"] for query in captured.captured_queries)
+    assert [row.seq for row in rows] == expected[2:4]
+    assert paginator.total == 57
+    assert total_sql.endswith('WHERE "customers_customer"."deleted_at" IS NOT NULL')
+    assert "OFFSET 2" in rows_sql

@@ -13,11 +13,13 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
 from api import pagination
+from customers.models import Customer
 from tests.customers.factories import create_customer, create_customers
 from tests.database import side_connection_kwargs
 
@@ -140,6 +142,78 @@ def test_detail_ignores_list_filters(reader_client):
     assert response.status_code == 200
 
 
+# --- Deleted customers (soft-deleted when the upstream stops listing them) ---------
+
+DELETED_AT = datetime(2026, 3, 1, 9, 30, 15, 250_000, tzinfo=UTC)
+
+
+def _delete(*customers) -> None:
+    Customer.objects.filter(pk__in=[c.pk for c in customers]).update(deleted_at=DELETED_AT, deleted_by_run=7)
+
+
+def test_the_listing_leaves_deleted_customers_out_of_rows_and_total(reader_client):
+    first, gone, last = create_customers(3)
+    _delete(gone)
+
+    body = reader_client.get(URL).json()
+
+    assert [row["customer_id"] for row in body["data"]] == [str(first.pk), str(last.pk)]
+    assert body["total"] == 2
+    assert list(body["data"][0]) == RECORD_KEYS
+
+
+@pytest.mark.parametrize("params", [{"search": "First"}, {"email": "customer2@example.com"}, {"ordering": "-email"}])
+def test_filtered_and_ordered_listings_leave_deleted_customers_out(reader_client, params):
+    _, gone, _ = create_customers(3)
+    _delete(gone)
+
+    body = reader_client.get(URL, params).json()
+
+    assert str(gone.pk) not in {row["customer_id"] for row in body["data"]}
+    assert body["total"] == len(body["data"])
+
+
+def test_include_deleted_lists_every_customer_with_its_deleted_at(reader_client):
+    first, gone = create_customers(2)
+    _delete(gone)
+
+    body = reader_client.get(URL, {"include_deleted": "true"}).json()
+
+    assert body["total"] == 2
+    assert [(row["customer_id"], row["deleted_at"]) for row in body["data"]] == [
+        (str(first.pk), None),
+        (str(gone.pk), "2026-03-01T09:30:15Z"),
+    ]
+    assert list(body["data"][0]) == [*RECORD_KEYS, "deleted_at"]
+
+
+def test_a_deleted_customer_is_a_404_unless_asked_for(reader_client):
+    gone = create_customer()
+    _delete(gone)
+
+    hidden = reader_client.get(_detail_url(gone))
+    shown = reader_client.get(_detail_url(gone), {"include_deleted": "1"})
+
+    assert (hidden.status_code, hidden.json()) == (404, {"detail": "No Customer matches the given query."})
+    assert shown.status_code == 200
+    assert shown.json()["deleted_at"] == "2026-03-01T09:30:15Z"
+
+
+@pytest.mark.parametrize("path", ["", "/00000000-0000-0000-0000-000000000000"])
+def test_a_bad_include_deleted_is_a_400_naming_it(reader_client, path):
+    response = reader_client.get(URL + path, {"include_deleted": "maybe"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"include_deleted": ["Must be a valid boolean."]}
+
+
+@pytest.mark.django_db
+def test_a_stranger_with_a_bad_include_deleted_is_still_a_401():
+    response = APIClient().get(URL, {"include_deleted": "maybe"})
+
+    assert response.status_code == 401
+
+
 # --- Authentication and permission ------------------------------------------------
 
 
@@ -213,13 +287,32 @@ def test_unfiltered_list_reads_max_seq_and_a_seq_range(reader_client, django_ass
     create_customers(30)
 
     with django_assert_max_num_queries(6) as captured:
-        body = reader_client.get(URL, {"page": 2, "limit": 10}).json()
+        body = reader_client.get(URL, {"page": 2, "limit": 10, "include_deleted": "true"}).json()
 
     sql = [query["sql"] for query in captured.captured_queries]
     assert any('MAX("customers_customer"."seq")' in q for q in sql)
     assert not any("COUNT(" in q or "OFFSET" in q for q in sql)
     assert body["total"] == 30
     assert [row["first_name"] for row in body["data"]] == [f"First{n}" for n in range(11, 21)]
+
+
+def test_live_list_counts_only_the_deleted_and_seeks_a_seq_range(reader_client, django_assert_max_num_queries):
+    create_customers(30)
+    Customer.objects.filter(seq__in=[3, 12, 13]).update(deleted_at=timezone.now(), deleted_by_run=1)
+
+    with django_assert_max_num_queries(6) as captured:
+        body = reader_client.get(URL, {"page": 2, "limit": 10}).json()
+
+    [total_sql] = [q["sql"] for q in captured.captured_queries if "total" in q["sql"]]
+    [rows_sql] = [q["sql"] for q in captured.captured_queries if 'customers_customer"."first_name' in q["sql"]]
+    # The top seq, minus a count of the deleted rows only (their partial index), never of the table.
+    assert "ORDER BY 1 DESC LIMIT 1" in total_sql
+    assert total_sql.endswith('WHERE "customers_customer"."deleted_at" IS NOT NULL')
+    assert '"customers_customer"."seq" >= (SELECT 11 + count(*)' in rows_sql
+    assert "OFFSET" not in rows_sql
+    assert body["total"] == 27
+    # Live seqs 1, 2, 4..11, 14...: the second page of ten starts at 14.
+    assert [row["first_name"] for row in body["data"]] == [f"First{n}" for n in range(14, 24)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -37,7 +37,9 @@ def test_list_documents_pagination_and_filters(schema):
         "created_before",
         "updated_since",
         "ordering",
+        "include_deleted",
     }
+    assert parameters["include_deleted"]["schema"] == {"type": "boolean", "default": False}
     assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}
     assert parameters["created_after"]["schema"]["format"] == "date-time"
     assert "-updated_at" in parameters["ordering"]["schema"]["enum"]
@@ -47,7 +49,8 @@ def test_list_documents_pagination_and_filters(schema):
     ("path", "codes"),
     [
         ("/api/customers", {"200", "400", "401", "403", "429"}),
-        ("/api/customers/{customer_id}", {"200", "401", "403", "404", "429"}),
+        # 400: a bad include_deleted.
+        ("/api/customers/{customer_id}", {"200", "400", "401", "403", "404", "429"}),
     ],
 )
 def test_error_responses_are_documented(schema, path, codes):
