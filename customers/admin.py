@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.db.models.functions import Lower
+from django.urls import reverse
+from django.utils.html import format_html
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
 from customers import selectors
@@ -24,6 +26,21 @@ class UpdatedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    title = "in the upstream"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Live"), ("yes", "Deleted upstream")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.live()
+        if self.value() == "yes":
+            return queryset.deleted()
+        return queryset
+
+
 @admin.register(Customer)
 class CustomerAdmin(ReadOnlyAdmin):
     """Read-only view of pipeline-owned rows, tuned for a million of them.
@@ -32,8 +49,8 @@ class CustomerAdmin(ReadOnlyAdmin):
     would leave a gap in the dense `seq` the API pages by.
     """
 
-    list_display = ["customer_id", "first_name", "last_name", "email_address", "created_at", "updated_at"]
-    list_filter = ["created_at", UpdatedFilter]
+    list_display = ["customer_id", "first_name", "last_name", "email_address", "created_at", "updated_at", "deleted_at"]
+    list_filter = ["created_at", UpdatedFilter, DeletedFilter]
     # Only columns an index can order can be sorted (email through the unique lower(email) index).
     sortable_by = ["created_at", "updated_at", "last_name", "email_address"]
     ordering = ["-created_at"]
@@ -45,13 +62,21 @@ class CustomerAdmin(ReadOnlyAdmin):
 
     fieldsets = [
         ("Source record", {"fields": Customer.SOURCE_FIELDS, "description": SOURCE_NOTICE}),
-        ("Pipeline bookkeeping", {"fields": ["updated_at", "seq", "ingested_at"]}),
+        ("Pipeline bookkeeping", {"fields": ["updated_at", "seq", "ingested_at", "deleted_at", "deleted_by"]}),
     ]
-    readonly_fields = [*Customer.SOURCE_FIELDS, "updated_at", "seq", "ingested_at"]
+    readonly_fields = [*Customer.SOURCE_FIELDS, "updated_at", "seq", "ingested_at", "deleted_at", "deleted_by"]
 
     @admin.display(description="email", ordering=Lower("email"))
     def email_address(self, customer):
         return customer.email
+
+    @admin.display(description="deleted by")
+    def deleted_by(self, customer):
+        if customer.deleted_by_run is None:
+            return "-"
+        # A link by URL name: customers does not import ingestion.
+        url = reverse("admin:ingestion_ingestrun_change", args=[customer.deleted_by_run])
+        return format_html('<a href="{}">run {}</a>', url, customer.deleted_by_run)
 
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
@@ -5,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from customers.admin import SOURCE_NOTICE
+from customers.models import Customer
 from tests.customers.factories import create_customer, create_customers
 
 CHANGELIST = reverse("admin:customers_customer_changelist")
@@ -19,7 +22,9 @@ def admin_client(db):
     return client
 
 
-@pytest.mark.parametrize("params", [{}, {"updated": "yes"}, {"updated": "no"}, {"o": "5"}])
+@pytest.mark.parametrize(
+    "params", [{}, {"updated": "yes"}, {"updated": "no"}, {"o": "5"}, {"deleted": "yes"}, {"deleted": "no"}]
+)
 def test_changelist_renders_with_bounded_queries(admin_client, django_assert_max_num_queries, params):
     create_customers(120)
 
@@ -99,3 +104,19 @@ def test_sorting_by_email_ignores_case_and_uses_the_email_index(admin_client):
     assert positions == sorted(positions)
     listing = next(q["sql"] for q in queries if 'FROM "customers_customer"' in q["sql"] and "ORDER BY" in q["sql"])
     assert 'ORDER BY LOWER("customers_customer"."email") ASC' in listing
+
+
+def test_staff_filter_live_and_deleted_customers_and_see_who_deleted_one_and_when(admin_client):
+    live, gone = create_customers(2)
+    Customer.objects.filter(pk=gone.pk).update(deleted_at=datetime(2026, 3, 1, 9, 30, tzinfo=UTC), deleted_by_run=42)
+
+    everyone = admin_client.get(CHANGELIST).context["cl"].result_list
+    deleted = admin_client.get(CHANGELIST, {"deleted": "yes"}).context["cl"].result_list
+    alive = admin_client.get(CHANGELIST, {"deleted": "no"}).context["cl"].result_list
+    page = admin_client.get(reverse("admin:customers_customer_change", args=[gone.pk])).content.decode()
+
+    assert {c.pk for c in everyone} == {live.pk, gone.pk}
+    assert [c.pk for c in deleted] == [gone.pk]
+    assert [c.pk for c in alive] == [live.pk]
+    assert f'<a href="{reverse("admin:ingestion_ingestrun_change", args=[42])}">run 42</a>' in page
+    assert "March 1, 2026, 9:30" in page
