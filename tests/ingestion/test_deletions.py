@@ -268,3 +268,19 @@ def test_a_later_complete_full_run_recomputes_held_deletions_so_the_old_hold_can
     with pytest.raises(deletions.RunRefused, match=f"Run {later.pk}, a later complete full run, recomputed"):
         deletions.release(held.pk, by="test")
     assert live_ids() == ids(source)
+
+
+def test_an_incremental_run_keeps_a_customer_recreated_after_a_tombstone_it_reads_too(upstream):
+    source = [dated(index) for index in range(40)]
+    upstream.sync(source)
+    tombstones = [{"customer_id": source[10]["customer_id"], "deleted_at": _at(40)}]
+    deleting, first = upstream.sync(source[:10] + source[11:], tombstones, "--mode", "incremental")
+
+    # Re-created a minute after its tombstone: the next incremental run reads both.
+    back = dated(10, hours=40 + 1 / 60, first_name="Back")
+    run, output = upstream.sync([*source[:10], back, *source[11:]], tombstones, "--mode", "incremental")
+
+    assert (deleting.status, deleting.deleted) == ("succeeded", 1), first
+    assert (run.status, run.tombstones, run.deleted, run.restored) == ("succeeded", 1, 0, 1), output
+    assert live_ids() == ids(source)
+    assert Customer.objects.get(customer_id=back["customer_id"]).first_name == "Back"
