@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -93,12 +93,16 @@ def _copy() -> dict[str, tuple]:
 
 
 def _rejected_as_sent(current: dict[str, dict]) -> set[str]:
-    """Ids whose current upstream record some run rejected with a reason: a failure row holds that very record."""
+    """Ids whose current upstream record some run rejected with a reason: a failure row holds that record.
+
+    Compared on the source fields: an email conflict's failure keeps the record as validated
+    and staged, which does not carry the upstream's `updated_at`.
+    """
     return {
         str(failure.customer_id)
         for failure in IngestFailure.objects.exclude(customer_id=None)
         if (sent := current.get(str(failure.customer_id)))
-        and all(failure.raw.get(name) == sent[name] for name in (*FIELDS, "updated_at"))
+        and all(failure.raw.get(name) == sent[name] for name in FIELDS)
     }
 
 
@@ -112,6 +116,9 @@ def upstream_path(tmp_path):
 
 @hypothesis_settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
+# Found by this test: an email freed upstream by a record we reject stays with its row, so the
+# record that takes it is an email conflict (a rejection with a reason), not a diverged copy.
+@example(steps=[("invalidate", 0, "full"), ("swap", 0, "full")])
 def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_upstream(upstream_path, settings, steps):
     settings.INGESTION_MAX_DELETE_RATIO, settings.INGESTION_MAX_DELETES = 1.0, 1_000_000
     path, base_url = upstream_path
