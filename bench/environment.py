@@ -29,6 +29,23 @@ class BenchRefused(Exception):
     """The benchmark will not run against this database."""
 
 
+def add_database_url_argument(parser) -> None:
+    """The `--database-url` option every benchmark takes."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL database whose name contains 'bench' (default: BENCH_DATABASE_URL or the local 'bench').",
+    )
+
+
+def migrated(url: str, **extra: str) -> tuple[str, dict[str, str]]:
+    """The checked database URL and the environment of benchmarked processes, after migrating it."""
+    database_url = check_database_url(url)
+    env = process_env(database_url, **extra)
+    manage(env, "migrate", "--noinput")
+    return database_url, env
+
+
 def check_database_url(url: str) -> str:
     name = urlsplit(url).path.lstrip("/")
     if "bench" not in name:

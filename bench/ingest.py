@@ -40,9 +40,7 @@ TARGET_ROWS_PER_SECOND = 25_000
 def main() -> None:
     args = parse_args()
     servers.stop_on_sigterm()
-    database_url = environment.check_database_url(args.database_url)
-    env = environment.process_env(database_url)
-    environment.manage(env, "migrate", "--noinput")
+    database_url, env = environment.migrated(args.database_url)
     knobs = {name: env.get(name, "default") for name in KNOBS} | {"mocksource workers": str(args.workers)}
     load_before = environment.load_average()
     print(f"revision {environment.revision()}; load before: {load_before}; knobs: {knobs}", flush=True)
@@ -84,11 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="Dataset seed (default 42).")
     parser.add_argument("--workers", type=int, default=2, help="mocksource gunicorn workers (default 2).")
     parser.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS), help=f"Subset of {SCENARIOS}.")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", environment.DEFAULT_DATABASE_URL),
-        help="PostgreSQL database whose name contains 'bench' (default: BENCH_DATABASE_URL or the local 'bench').",
-    )
+    environment.add_database_url_argument(parser)
     parser.add_argument("--profile", action="store_true", help="cProfile every cold run into bench/results/.")
     parser.add_argument("--timeout", type=float, default=1800, help="Seconds allowed per scenario (default 1800).")
     args = parser.parse_args()

@@ -33,13 +33,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--holes", default="0,1000,10000,100000", help="Comma-separated deleted-row counts.")
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", environment.DEFAULT_DATABASE_URL)
-    )
+    environment.add_database_url_argument(parser)
     args = parser.parse_args()
-    database_url = environment.check_database_url(args.database_url)
-    env = environment.process_env(database_url)
-    environment.manage(env, "migrate", "--noinput")
+    database_url, env = environment.migrated(args.database_url)
     os.environ.update(env)
 
     import django

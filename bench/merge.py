@@ -29,13 +29,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="Records (default 1,000,000).")
     parser.add_argument("--repeat", type=int, default=1, help="Cold + warm passes; medians are reported (default 1).")
     parser.add_argument("--seed", type=int, default=42, help="Dataset seed (default 42).")
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", environment.DEFAULT_DATABASE_URL)
-    )
+    environment.add_database_url_argument(parser)
     args = parser.parse_args()
-    database_url = environment.check_database_url(args.database_url)
-    env = environment.process_env(database_url)
-    environment.manage(env, "migrate", "--noinput")
+    database_url, env = environment.migrated(args.database_url)
     dataset = datasets.base_dataset(args.size, seed=args.seed, env=env)
     os.environ.update(env)
 

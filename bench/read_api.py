@@ -48,9 +48,9 @@ MAX_PYTHON_REQUESTS = 1_000_000
 def main() -> None:
     args = parse_args()
     servers.stop_on_sigterm()
-    database_url = environment.check_database_url(args.database_url)
-    env = environment.process_env(database_url, API_THROTTLE_READS="1000000/minute", GUNICORN_WORKERS=str(args.workers))
-    environment.manage(env, "migrate", "--noinput")
+    database_url, env = environment.migrated(
+        args.database_url, API_THROTTLE_READS="1000000/minute", GUNICORN_WORKERS=str(args.workers)
+    )
     tool = "wrk" if args.tool == "auto" and shutil.which("wrk") else args.tool.replace("auto", "python")
     load_before = environment.load_average()
     print(f"revision {environment.revision()}; load before: {load_before}; load generator: {tool}", flush=True)
@@ -90,11 +90,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn API workers (default 2, 4 threads each).")
     parser.add_argument("--seed", type=int, default=42, help="Dataset seed (default 42).")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto", help="Load generator.")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", environment.DEFAULT_DATABASE_URL),
-        help="PostgreSQL database whose name contains 'bench' (default: BENCH_DATABASE_URL or the local 'bench').",
-    )
+    environment.add_database_url_argument(parser)
     args = parser.parse_args()
     if args.duration <= 0 or args.connections < 1 or args.repeat < 1:
         parser.error("--duration, --connections and --repeat must be positive")

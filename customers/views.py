@@ -12,7 +12,6 @@ from customers.serializers import CustomerReadOptions, CustomerSerializer, Custo
 class CustomerPagination(DenseKeyPagination):
     # `seq` is dense (customers/merge.py keeps it so) and a deleted customer keeps its seq:
     # the live listing pages by ranges of it, skipping the deleted rows' holes.
-    dense_key = "seq"
     listed = LIVE
     holes = DELETED
 
