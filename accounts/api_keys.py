@@ -22,11 +22,11 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
-from django.db.models import OuterRef, Q, QuerySet, Value
+from django.db.models import BooleanField, Case, F, Func, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Concat
 from django.utils.timezone import now
 
-from accounts import lockout
+from accounts import lockout, throttling
 from accounts.models import ApiKey, Scope
 
 PREFIX = "cdp_"
@@ -113,23 +113,25 @@ def revoke_keys(keys: QuerySet) -> int:
     return keys.filter(revoked_at__isnull=True).update(revoked_at=now())
 
 
-def authenticate(presented: str, *, address: str) -> ApiKey:
+def authenticate(presented: str, *, address: str, window: throttling.Window | None = None) -> ApiKey:
     """The key, its `user` acting with the key's permissions, or KeyInvalid saying why not.
 
     One statement: the key by its id, its owner, the owner's lent permissions and the address's
-    lockout; and, at most once per LAST_USED_INTERVAL, one update of `last_used_at`.
+    lockout; for a key that authenticates, it also counts the request in the throttle's
+    `window` (the result is on `throttle_waits`) and, at most once per LAST_USED_INTERVAL,
+    writes `last_used_at`.
     """
     match = KEY_FORMAT.fullmatch(presented)
     if match is None:
         raise KeyInvalid(MALFORMED)
-    key = _with_owner(address).filter(key_id=match[1]).first()
+    moment = now()
+    key = _with_owner(address).annotate(**_writes(_hash(presented), moment, window)).filter(key_id=match[1]).first()
     if key is not None and key.locked_until is not None:
         raise AddressLockedOut(key.locked_until)
     # Compared even for an unknown id, so both failures take the same path and say the same.
     if not hmac.compare_digest(_hash(presented), key.secret_hash if key else ""):
         raise KeyInvalid("Invalid API key.")
     # Past the secret check, saying why helps its holder and tells an attacker nothing.
-    moment = now()
     if key.revoked_at is not None:
         raise KeyInvalid("This API key was revoked.")
     if key.expires_at <= moment:
@@ -137,7 +139,9 @@ def authenticate(presented: str, *, address: str) -> ApiKey:
     if not key.user.is_active:
         raise KeyInvalid("User inactive or deleted.")
     key.user.key_permissions = _lent_permissions(key)
-    _mark_used(key, moment)
+    key.throttle_waits = {window.scope: window.wait(key.throttle_hits, moment)} if window else {}
+    if key.touched:
+        key.last_used_at = moment
     return key
 
 
@@ -154,20 +158,37 @@ def _with_owner(address: str) -> QuerySet:
     )
 
 
+def _writes(secret_hash: str, moment: datetime, window: throttling.Window | None) -> dict:
+    """The writes of a request whose key authenticates, as expressions of the reading statement.
+
+    Each is guarded by the checks `authenticate` makes in Python, so a refused key writes
+    nothing: a wrong secret cannot spend another key's budget. The SQL comparison of hashes
+    needs no constant time (it compares a SHA-256, not the secret; compare_digest decides).
+    """
+    authenticates = Q(
+        secret_hash=secret_hash,
+        revoked_at__isnull=True,
+        expires_at__gt=moment,
+        user__is_active=True,
+        locked_until__isnull=True,
+    )
+    stale = moment - LAST_USED_INTERVAL
+    touch = Func(F("pk"), Value(moment), Value(stale), function="accounts_touch_key", output_field=BooleanField())
+    writes = {
+        "touched": Case(
+            When(authenticates & (Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)), then=touch),
+            default=Value(False),
+        )
+    }
+    if window is not None:
+        counted = window.counted(Concat(Value(throttling.KEY_CALLER), F("key_id")))
+        writes["throttle_hits"] = Case(When(authenticates, then=counted), default=None)
+    return writes
+
+
 def _lent_permissions(key: ApiKey) -> frozenset[str]:
     wanted = frozenset().union(*(SCOPE_PERMISSIONS[scope] for scope in key.scopes))
     return wanted if key.user.is_superuser else wanted & frozenset(key.held_permissions)
-
-
-def _mark_used(key: ApiKey, moment: datetime) -> None:
-    stale = moment - LAST_USED_INTERVAL
-    if key.last_used_at is not None and key.last_used_at > stale:
-        return
-    # Conditional, so of the workers that race here in one interval only the first writes.
-    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)).update(
-        last_used_at=moment
-    )
-    key.last_used_at = moment
 
 
 def _checked_scopes(scopes: list[str]) -> list[str]:

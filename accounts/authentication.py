@@ -12,6 +12,7 @@ from rest_framework.authentication import BaseAuthentication, TokenAuthenticatio
 
 from accounts import api_keys, lockout
 from accounts.client_address import client_address
+from accounts.throttling import ScopedWindowThrottle
 from accounts.windows import seconds_until
 
 
@@ -90,8 +91,10 @@ class ApiKeyAuthentication(_CountsFailures):
             presented = parts[1].decode("ascii") if len(parts) == 2 else ""
         except UnicodeError:
             presented = ""
+        # The view's throttle window, so the statement that authenticates also counts the request.
+        window = ScopedWindowThrottle.window_of(request.parser_context.get("view"))
         try:
-            key = api_keys.authenticate(presented, address=self.address)
+            key = api_keys.authenticate(presented, address=self.address, window=window)
         except api_keys.AddressLockedOut as locked:
             raise AddressLocked(wait=seconds_until(locked.until)) from None
         except api_keys.KeyInvalid as invalid:

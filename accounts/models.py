@@ -2,6 +2,7 @@ from django.contrib.auth.models import User
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from rest_framework.authtoken.models import TokenProxy
 
 
 class AuthFailureKind(models.TextChoices):
@@ -116,3 +117,15 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (cdp_{self.key_id}_…)"
+
+
+class LegacyToken(TokenProxy):
+    """A DRF token as the admin shows it: named by its user, never by the key it is stored as
+    (DRF's names it by its key, which the admin's titles and its change log would repeat)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "legacy token"
+
+    def __str__(self) -> str:
+        return f"legacy token of {self.user}"

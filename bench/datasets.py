@@ -2,7 +2,9 @@
 
 They live in the git-ignored bench/results/datasets/. The "changed" variant is the
 base dataset with the address of every tenth record edited, so a rerun against it
-updates 10% of the customers and leaves the rest untouched.
+updates 10% of the customers and leaves the rest untouched. The "evolved" one is its
+next generation as the upstream writes it (`generate_customers --evolve`): some records
+changed, some deleted (with tombstones), some added, all at one time.
 """
 
 import json
@@ -24,6 +26,31 @@ def base_dataset(count: int, *, seed: int, env: dict[str, str]) -> Path:
     if not _complete(path):
         manage(
             env, "generate_customers", "--count", str(count), "--seed", str(seed), "--output", str(path), timeout=600
+        )
+    return path
+
+
+def evolved_dataset(base: Path, *, at: str, changed: str, deleted: str, added: str, env: dict[str, str]) -> Path:
+    """`generate_customers --evolve BASE` at `at` with these shares, written once beside `base`."""
+    shares = f"c{changed}-d{deleted}-a{added}".replace("%", "")
+    path = base.with_name(f"{base.stem}-next-{shares}-{at.replace(':', '')}.jsonl")
+    if not _complete(path) or path.stat().st_mtime < base.stat().st_mtime:
+        manage(
+            env,
+            "generate_customers",
+            "--evolve",
+            str(base),
+            "--output",
+            str(path),
+            "--at",
+            at,
+            "--changed",
+            changed,
+            "--deleted",
+            deleted,
+            "--added",
+            added,
+            timeout=600,
         )
     return path
 

@@ -152,7 +152,15 @@ def one_repeat(
 
 
 def run_operation(
-    operation: str, source_url: str, *, env: dict, tag: str, args: argparse.Namespace, profile=False, trace=False
+    operation: str,
+    source_url: str,
+    *,
+    env: dict,
+    tag: str,
+    args: argparse.Namespace,
+    profile=False,
+    trace=False,
+    mode: str = "full",
 ) -> dict:
     """Run one operation in a fresh process; return its result with the process's own wall time."""
     runs = RESULTS / "runs"
@@ -164,6 +172,10 @@ def run_operation(
         command += ["--profile", str(RESULTS / f"profile-{tag}.pstats")]
     if trace:
         command.append("--trace-batches")
+    if mode != "full":
+        command += ["--mode", mode]
+    # The configured source, as a deployment names it: its host and port are the allowed ones.
+    env = {**env, "INGESTION_SOURCE_URL": source_url}
     started = time.perf_counter()
     with (RESULTS / "logs" / f"{tag}.log").open("wb") as log:
         done = subprocess.run(

@@ -2,7 +2,8 @@
 
     python -m bench.runner {ingest,read,bulk-create} --source-url URL --output RESULT.json
 
-- ingest: `ingestion.pipeline.ingest`, exactly what `manage.py ingest_customers` runs.
+- ingest: `ingestion.pipeline.ingest`, exactly what `manage.py ingest_customers` runs
+  (`--mode incremental` as `ingest_customers --mode incremental`).
 - read: the plain read of the same pages, with the same client, settings and concurrency
   (`source.fetch_pages` over an `UpstreamClient` built as a run builds it).
 - bulk-create: the ORM baseline, the same pages validated the same way and written with
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument(
         "--trace-batches", action="store_true", help="Time every batch commit and its steps (ingest only)."
     )
+    parser.add_argument("--mode", choices=("full", "incremental"), default="full", help="Run mode (ingest only).")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     django.setup()
@@ -47,7 +49,8 @@ def main() -> None:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    result = operation(args.source_url, trace=args.trace_batches)
+    options = {"mode": args.mode} if args.operation == "ingest" else {}
+    result = operation(args.source_url, trace=args.trace_batches, **options)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -58,7 +61,7 @@ def main() -> None:
     args.output.write_text(json.dumps(result))
 
 
-def ingest(source_url: str, *, trace: bool) -> dict:
+def ingest(source_url: str, *, trace: bool, mode: str = "full") -> dict:
     from ingestion import pipeline
     from ingestion.models import RunTrigger
 
@@ -71,8 +74,19 @@ def ingest(source_url: str, *, trace: bool) -> dict:
         else:
             step_seconds[name] = step_seconds.get(name, 0.0) + seconds
 
-    run = pipeline.ingest(trigger=RunTrigger.COMMAND, source_url=source_url, on_step=on_step if trace else None)
-    result = run.counters() | {"status": run.status, "error": run.error, "rows": run.fetched}
+    run = pipeline.ingest(
+        trigger=RunTrigger.COMMAND, source_url=source_url, mode=mode, on_step=on_step if trace else None
+    )
+    result = run.counters() | {
+        "status": run.status,
+        "error": run.error,
+        "rows": run.fetched,
+        "mode": run.mode,
+        "deleted": run.deleted,
+        "restored": run.restored,
+        "tombstones": run.tombstones,
+        "deletions_held": run.deletions_held,
+    }
     if trace:
         result["batch_seconds"], result["step_seconds"] = batch_seconds, step_seconds
     return result

@@ -179,15 +179,15 @@ def needs_dataset(path: Path) -> bool:
 
 
 def demo_account(env: Mapping[str, str], *, remember_password: bool) -> dict[str, str]:
-    """The demo superuser's username, password and token.
+    """The demo superuser's username, password and a new API key (the one before is revoked).
 
     The password is printed only when the account is created. For the embedded database
     (which lives in the project, like .local/) it is kept for the banners of later runs.
     """
     output = manage(env, "create_api_token", DEMO_USERNAME, "--superuser", capture=True)
     account = parse_key_values(output)
-    if "token" not in account:
-        raise StackError(f"create_api_token printed no token:\n{output}")
+    if "key" not in account:
+        raise StackError(f"create_api_token printed no key:\n{output}")
     saved = LOCAL_DIR / "demo_password"
     if remember_password and "password" in account:
         LOCAL_DIR.mkdir(mode=0o700, exist_ok=True)
@@ -275,7 +275,7 @@ def say(message: str) -> None:
 
 def banner(env: Mapping[str, str], account: Mapping[str, str]) -> str:
     api = f"http://127.0.0.1:{env['API_PORT']}"
-    token = account["token"]
+    key = account["key"]
     password = account.get("password", "(shown when created; to reset: python manage.py changepassword demo)")
     return "\n".join(
         [
@@ -293,10 +293,10 @@ def banner(env: Mapping[str, str], account: Mapping[str, str]) -> str:
             "",
             f"  Username       {account['username']}",
             f"  Password       {password}",
-            f"  Token          {token}",
+            f"  API key        {key}",
             "",
-            f"  curl -H 'Authorization: Token {token}' {api}/api/customers",
-            f"  curl -X POST -H 'Authorization: Token {token}' '{api}/api/ingest?wait=60'",
+            f"  curl -H 'Authorization: Bearer {key}' {api}/api/customers",
+            f"  curl -X POST -H 'Authorization: Bearer {key}' '{api}/api/ingest?wait=60'",
             "",
         ]
     )

@@ -226,21 +226,63 @@ def test_last_used_at_is_written_at_most_once_a_minute(clock, reader):
     assert last_used() == first_use + timedelta(minutes=1)
 
 
-def test_a_key_detail_request_authenticates_in_one_statement(clock, reader):
+def test_a_key_detail_request_is_two_statements_in_all(clock, reader):
     issued = api_keys.create_key(user=reader, name="reporting", scopes=READ)
     customer = create_customer()
-    get(issued.secret)  # the first use writes last_used_at and inserts the throttle's counter
+    path = f"{URL}/{customer.customer_id}"
 
-    with CaptureQueriesContext(connection) as queries:
-        response = get(issued.secret, path=f"{URL}/{customer.customer_id}")
+    with CaptureQueriesContext(connection) as first:
+        assert get(issued.secret, path=path).status_code == 200
+    clock.advance(seconds=1)
+    with CaptureQueriesContext(connection) as second:
+        assert get(issued.secret, path=path).status_code == 200
 
-    assert response.status_code == 200
-    # The key with its owner, the owner's permissions and the address's lockout; the throttle's
-    # upsert; the customer. No permission reads of their own.
-    sql = [query["sql"] for query in queries]
-    assert len(sql) == 3
-    assert sql[0].startswith('SELECT "accounts_apikey"')
-    assert "accounts_authfailure" in sql[0] and "auth_permission" in sql[0]
+    # The key with its owner, the owner's permissions and the address's lockout, the throttle's
+    # count and (the first time in a minute) last_used_at, in one statement; then the customer.
+    for queries in (first, second):
+        sql = [query["sql"] for query in queries]
+        assert len(sql) == 2, sql
+        assert sql[0].startswith('SELECT "accounts_apikey"')
+        assert "accounts_count_request" in sql[0] and "accounts_touch_key" in sql[0]
+        assert "accounts_authfailure" in sql[0] and "auth_permission" in sql[0]
+    counter = RequestCount.objects.get()
+    assert (counter.scope, counter.key, counter.hits) == ("reads", f"key:{issued.key.key_id}", 2)
+    assert ApiKey.objects.get().last_used_at == clock.now - timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("refusal", ["wrong secret", "revoked", "expired", "inactive owner"])
+def test_a_refused_key_spends_no_budget_and_is_not_marked_used(clock, reader, refusal):
+    issued = api_keys.create_key(user=reader, name="reporting", scopes=READ)
+    presented = issued.secret
+    if refusal == "wrong secret":
+        # The key id is public (it is in every list): knowing it must not let anyone spend its budget.
+        presented = issued.secret[:-4] + ("AAAA" if not issued.secret.endswith("AAAA") else "BBBB")
+    elif refusal == "revoked":
+        api_keys.revoke_keys(ApiKey.objects.all())
+    elif refusal == "expired":
+        clock.advance(seconds=91 * 24 * 3600)
+    else:
+        User.objects.filter(pk=reader.pk).update(is_active=False)
+
+    assert get(presented).status_code == 401
+
+    assert not RequestCount.objects.exists()
+    assert ApiKey.objects.get().last_used_at is None
+
+
+def test_a_key_over_its_budget_is_refused_without_rewriting_its_counter(clock, reader, monkeypatch):
+    from accounts.throttling import ScopedWindowThrottle
+
+    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", {"reads": "2/minute", "ingest": "30/minute"})
+    issued = api_keys.create_key(user=reader, name="reporting", scopes=READ)
+
+    statuses = [get(issued.secret).status_code for _ in range(4)]
+    refused = get(issued.secret)
+
+    assert statuses == [200, 200, 429, 429]
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "40"  # the minute's window started 20 s before the clock's time
+    assert RequestCount.objects.get().hits == 2
 
 
 def test_each_key_is_throttled_on_its_own_read_budget(clock, reader, monkeypatch):

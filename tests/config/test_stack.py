@@ -112,17 +112,18 @@ def test_admin_path_defaults_like_the_settings():
 
 
 def test_create_api_token_output_is_parsed_into_the_banner(tmp_path):
-    account = parse_key_values("username: demo\npassword: pa-ss\ntoken: abc123\n")
+    account = parse_key_values("username: demo\npassword: pa-ss\nkey: cdp_abc123\nexpires: 2027-03-01T00:00:00Z\n")
     text = banner(_env(tmp_path, API_PORT="8100"), account)
 
-    assert account == {"username": "demo", "password": "pa-ss", "token": "abc123"}
-    assert "curl -H 'Authorization: Token abc123' http://127.0.0.1:8100/api/customers" in text
-    assert "curl -X POST -H 'Authorization: Token abc123' 'http://127.0.0.1:8100/api/ingest?wait=60'" in text
+    assert account["key"] == "cdp_abc123"
+    assert "  API key        cdp_abc123" in text
+    assert "curl -H 'Authorization: Bearer cdp_abc123' http://127.0.0.1:8100/api/customers" in text
+    assert "curl -X POST -H 'Authorization: Bearer cdp_abc123' 'http://127.0.0.1:8100/api/ingest?wait=60'" in text
     assert "http://127.0.0.1:8100/backoffice/" in text
 
 
 def test_the_banner_says_in_one_line_how_to_evolve_the_upstreams_data(tmp_path):
-    text = banner(_env(tmp_path, MOCKSOURCE_DATASET="data/other.jsonl"), {"username": "demo", "token": "abc123"})
+    text = banner(_env(tmp_path, MOCKSOURCE_DATASET="data/other.jsonl"), {"username": "demo", "key": "cdp_abc123"})
 
     lines = [line for line in text.splitlines() if "--evolve" in line]
     assert lines == [

@@ -5,6 +5,9 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
@@ -18,25 +21,52 @@ def _run(*args: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in out.getvalue().splitlines())
 
 
-def test_new_user_gets_a_working_password_and_its_token():
-    output = _run("alice")
+def _status(key: str) -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.get("/api/customers").status_code
+
+
+def test_new_user_gets_a_working_password_and_an_api_key_and_no_token():
+    output = _run("alice", "--superuser")
 
     user = User.objects.get(username="alice")
     assert output["username"] == "alice"
-    assert output["token"] == Token.objects.get(user=user).key
+    assert output["key"].startswith("cdp_")
+    assert _status(output["key"]) == 200
+    assert ApiKey.objects.get(user=user).name == "create_api_token"
+    assert not Token.objects.exists()
     assert authenticate(username="alice", password=output["password"]) == user
+    assert "token" not in output
+
+
+def test_a_plain_user_is_neither_staff_nor_superuser_and_its_key_reads_nothing():
+    output = _run("alice")
+
+    user = User.objects.get(username="alice")
     assert not user.is_staff
     assert not user.is_superuser
+    assert _status(output["key"]) == 403
 
 
-def test_existing_user_keeps_its_password_and_token_and_none_is_printed():
-    first = _run("alice")
+def test_running_it_again_keeps_the_password_prints_a_new_key_and_revokes_the_one_before():
+    first = _run("alice", "--superuser")
     second = _run("alice")
 
     assert "password" not in second
-    assert second["token"] == first["token"]
+    assert second["key"] != first["key"]
+    assert _status(second["key"]) == 200
+    assert _status(first["key"]) == 401
     assert User.objects.filter(username="alice").count() == 1
     assert authenticate(username="alice", password=first["password"]) is not None
+
+
+def test_a_key_of_another_name_is_kept():
+    ci = _run("alice", "--superuser", "--name", "ci")
+    second = _run("alice")
+
+    assert _status(ci["key"]) == 200
+    assert _status(second["key"]) == 200
 
 
 def test_superuser_flag_makes_a_staff_superuser():

@@ -284,3 +284,28 @@ def test_an_incremental_run_keeps_a_customer_recreated_after_a_tombstone_it_read
     assert (run.status, run.tombstones, run.deleted, run.restored) == ("succeeded", 1, 0, 1), output
     assert live_ids() == ids(source)
     assert Customer.objects.get(customer_id=back["customer_id"]).first_name == "Back"
+
+
+def test_a_record_refused_for_an_email_a_later_incremental_run_frees_waits_for_the_next_full_run(upstream):
+    # What an incremental run does not do (README, Sync): it reads only what changed, so a
+    # record refused earlier for an email conflict stays out when the holder lets the email go
+    # without the refused record changing; the next full run, which reads everything, takes it.
+    holder = dated(1)
+    refused = dated(2, email=holder["email"].upper())
+    others = [dated(index) for index in range(3, 10)]
+    run, _ = upstream.sync([holder, refused, *others])
+    assert (run.inserted, run.conflicts) == (8, 1)
+    moved = dated(1, hours=50, email="moved.away@example.org")
+
+    run, _ = upstream.sync([moved, refused, *others], (), "--mode", "incremental")
+
+    # The holder's change, and record 9 at the watermark read again.
+    assert (run.mode, run.fetched, run.updated, run.unchanged) == ("incremental", 2, 1, 1)
+    assert refused["customer_id"] not in live_ids()
+    failure = IngestFailure.objects.get(customer_id=refused["customer_id"])
+    assert (failure.reason, str(failure.conflicting_customer_id)) == ("email_conflict", holder["customer_id"])
+
+    run, _ = upstream.sync([moved, refused, *others])
+
+    assert (run.mode, run.inserted, run.conflicts) == ("full", 1, 0)
+    assert live_ids() == ids([moved, refused, *others])

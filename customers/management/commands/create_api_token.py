@@ -1,4 +1,8 @@
-"""Create (or find) a user and its API token, and print them as `key: value` lines."""
+"""Create (or find) a user and give it a new API key, printed once, as `key: value` lines.
+
+No DRF token is created or printed any more: those are stored in clear, and printing an
+existing one again showed a long-lived secret to whoever ran the command.
+"""
 
 import secrets
 
@@ -8,8 +12,11 @@ from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
+from accounts import api_keys
+from accounts.models import ApiKey, Scope
+
+DEFAULT_KEY_NAME = "create_api_token"
 # What a staff account needs to read the pipeline's data and start runs, and nothing more.
 STAFF_PERMISSIONS = (
     ("customers", "view_customer"),
@@ -21,9 +28,11 @@ STAFF_PERMISSIONS = (
 
 class Command(BaseCommand):
     help = (
-        "Create USERNAME if missing (with a random password, printed once) and print its API token. "
-        "--superuser and --staff grant those roles, also to an existing user; nothing is ever revoked. "
-        "Output: `username: ...`, `password: ...` (only when created) and `token: ...` lines."
+        "Create USERNAME if missing (with a random password, printed once) and give it a new API key "
+        "named NAME, with every scope (a key never has a permission its user lacks). The user's earlier "
+        "keys of that name are revoked, so running it again replaces the key. --superuser and --staff "
+        "grant those roles, also to an existing user. Output: `username: ...`, `password: ...` (only "
+        "when created), `key: cdp_...` (shown once: only its hash is kept) and `expires: ...` lines."
     )
 
     def add_arguments(self, parser):
@@ -35,8 +44,9 @@ class Command(BaseCommand):
             action="store_true",
             help="Make the account staff, allowed to view customers and ingestion runs and to start runs.",
         )
+        parser.add_argument("--name", default=DEFAULT_KEY_NAME, help=f"The key's name (default {DEFAULT_KEY_NAME!r}).")
 
-    def handle(self, *args, username: str, superuser: bool, staff: bool, **options):
+    def handle(self, *args, username: str, superuser: bool, staff: bool, name: str, **options):
         username = _clean_username(username)
         with transaction.atomic():
             user, password = _get_or_create_user(username)
@@ -44,11 +54,16 @@ class Command(BaseCommand):
                 _make_superuser(user)
             elif staff:
                 _make_staff(user)
-            token, _ = Token.objects.get_or_create(user=user)
+            api_keys.revoke_keys(ApiKey.objects.filter(user_id=user.pk, name=name))
+            try:
+                issued = api_keys.create_key(user=user, name=name, scopes=Scope.values)
+            except api_keys.KeyRefused as refusal:
+                raise CommandError(str(refusal)) from None
         self.stdout.write(f"username: {user.get_username()}")
         if password is not None:
             self.stdout.write(f"password: {password}")
-        self.stdout.write(f"token: {token.key}")
+        self.stdout.write(f"key: {issued.secret}")
+        self.stdout.write(f"expires: {issued.key.expires_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 def _clean_username(username: str) -> str:

@@ -1,0 +1,263 @@
+"""Sync at scale: an incremental run and a full reconciliation over one upstream change.
+
+The dataset of --size records is generated once, and its next generation once beside it
+(`generate_customers --evolve` with 1 % changed, 0.1 % deleted, 0.5 % added at --at; both
+cached in bench/results/datasets/). One mocksource under gunicorn serves a link the script
+points at either generation; mocksource serves the other one from its next request, as it
+does when a dataset is evolved in place. Per repeat, every run in a fresh process
+(bench/runner.py), one source URL throughout, so the watermark is the one runs store:
+
+  cold         empty tables; a full run of the base generation (it sets the watermark)
+  warm         a full run of the same generation: nothing changed (the baseline)
+  incremental  the link moves to the next generation; an incremental run
+  reset        the link moves back; empty tables; a cold full run of the base again
+  full         the link moves to the next generation; a full run, the reconciliation
+
+After the incremental and the full run the live copy is fingerprinted (count and a sum of
+row hashes over the upstream's fields): both runs must leave the same copy. n_tup_upd of
+the customers table is read around each run: every changed record is rewritten once and a
+soft deletion is one update, so it must equal updated + deleted.
+
+    python bench/sync.py --size 1000000 --repeat 3
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import datasets, environment, ingest, report, servers
+from bench.environment import RESULTS, ROOT
+
+CHANGED, DELETED, ADDED = "1%", "0.1%", "0.5%"
+REPORTED = ("warm", "incremental", "full")
+TARGET_INCREMENTAL_SECONDS = 2.0
+# The source fields of a live row, hashed and summed: equal sums, equal copies (in all likelihood).
+FINGERPRINT = """
+    SELECT count(*), coalesce(sum(hashtextextended(
+        concat_ws('|', customer_id, first_name, last_name, email, phone, address,
+                  date_of_birth, account_balance, created_at), 0)::numeric), 0)
+    FROM customers_customer WHERE deleted_at IS NULL
+"""
+
+
+def main() -> None:
+    args = parse_args()
+    servers.stop_on_sigterm()
+    database_url, env = environment.migrated(args.database_url)
+    load_before = environment.load_average()
+    print(f"revision {environment.revision()}; load before: {load_before}", flush=True)
+    base = datasets.base_dataset(args.size, seed=args.seed, env=env)
+    following = datasets.evolved_dataset(base, at=args.at, changed=CHANGED, deleted=DELETED, added=ADDED, env=env)
+    served = RESULTS / "sync" / "served.jsonl"
+    serve(served, base)
+    repeats = []
+    try:
+        with servers.gunicorn(
+            ["mocksource.server:application", "--workers", str(args.workers)],
+            env=ingest._mocksource_env(served),
+            log=RESULTS / "logs" / f"mocksource-sync-{args.size}.log",
+        ) as url:
+            for repeat in range(args.repeat):
+                print(f"{args.size:,} records, repeat {repeat + 1}/{args.repeat}", flush=True)
+                try:
+                    repeats.append(one_repeat(repeat, url, served, base, following, args, env, database_url))
+                except RuntimeError as exc:
+                    print(f"  stopped: {exc}", flush=True)
+                    break
+    finally:
+        environment.empty_run_tables(database_url, customers=True)
+    load_after = environment.load_average()
+    summary = summarise(repeats)
+    saved = report.save(
+        "sync",
+        {
+            "machine": environment.machine(database_url),
+            "load_before": load_before,
+            "load_after": load_after,
+            "size": args.size,
+            "at": args.at,
+            "shares": {"changed": CHANGED, "deleted": DELETED, "added": ADDED},
+            "summary": summary,
+            "runs": repeats,
+        },
+    )
+    print(f"\nrevision {environment.revision()}; load average before: {load_before}; after: {load_after}")
+    print(f"raw results: {saved.relative_to(ROOT)}\n")
+    print(render(args.size, summary, len(repeats)))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1_000_000, help="Records in the base generation (default 1M).")
+    parser.add_argument("--repeat", type=int, default=3, help="Repeats; medians are reported (default 3).")
+    parser.add_argument("--seed", type=int, default=42, help="Dataset seed (default 42).")
+    parser.add_argument(
+        "--at",
+        default="2026-12-02T00:00:00Z",
+        help="Time of the next generation's changes; after the base's, before now (default 2026-12-02T00:00:00Z).",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="mocksource gunicorn workers (default 2).")
+    environment.add_database_url_argument(parser)
+    parser.add_argument("--timeout", type=float, default=1800, help="Seconds allowed per run (default 1800).")
+    args = parser.parse_args()
+    if args.repeat < 1 or args.size < 1:
+        parser.error("--size and --repeat must be at least 1")
+    return args
+
+
+def serve(link: Path, dataset: Path) -> None:
+    """Point `link` at `dataset`'s current generation in one rename."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.realpath(dataset))
+    staging = link.with_name(f".{link.name}.new")
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(target)
+    os.replace(staging, link)
+
+
+def one_repeat(
+    repeat: int, url: str, served: Path, base: Path, following: Path, args, env: dict, database_url: str
+) -> dict:
+    outcome: dict[str, dict] = {}
+
+    def run(name: str, *, mode: str = "full", empty: bool = False) -> dict:
+        if empty:
+            environment.empty_run_tables(database_url, customers=True)
+        updates_before = environment.customer_updates(database_url)
+        result = ingest.run_operation(
+            "ingest", url, env=env, tag=f"sync-{name}-{args.size}-{repeat}", args=args, mode=mode, trace=True
+        )
+        result["customer_updates"] = environment.customer_updates(database_url) - updates_before
+        outcome[name] = result
+        print(
+            f"  {name:<12} {result['seconds']:8.2f} s  {result['peak_rss_mib']:6.1f} MiB  mode={result['mode']} "
+            f"{_counters(result)} n_tup_upd={result['customer_updates']}",
+            flush=True,
+        )
+        return result
+
+    serve(served, base)
+    run("cold", empty=True)
+    run("warm")
+    serve(served, following)
+    run("incremental", mode="incremental")
+    outcome["incremental"]["copy"] = fingerprint(database_url)
+    serve(served, base)
+    run("reset", empty=True)
+    serve(served, following)
+    run("full")
+    outcome["full"]["copy"] = fingerprint(database_url)
+    if outcome["incremental"]["mode"] != "incremental":
+        raise RuntimeError("the incremental run was created as a full one: no watermark after the cold run")
+    return outcome
+
+
+def fingerprint(database_url: str) -> list[str]:
+    with environment.connect(database_url) as conn:
+        count, total = conn.execute(FINGERPRINT).fetchone()
+    return [str(count), str(total)]
+
+
+def _counters(result: dict) -> str:
+    names = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "deleted", "restored", "tombstones")
+    return " ".join(f"{name}={result[name]}" for name in names if result.get(name))
+
+
+def summarise(repeats: list[dict]) -> dict:
+    summary = {}
+    for name in REPORTED:
+        runs = [repeat[name] for repeat in repeats if name in repeat]
+        if not runs:
+            continue
+        summary[name] = {
+            "seconds": report.median(run["seconds"] for run in runs),
+            "rows_per_second": report.median(run["fetched"] / run["seconds"] for run in runs),
+            "peak_rss_mib": report.median(run["peak_rss_mib"] for run in runs),
+            "cpu_seconds": report.median(run.get("cpu_seconds") for run in runs),
+            # The batch commits (COPY, classification, merge, failures): the database's share of the run.
+            "commit_seconds": report.median(sum(run.get("batch_seconds") or [0]) for run in runs),
+            **{key: max(run[key] for run in runs) for key in ("fetched", "updated", "inserted", "deleted")},
+            "tombstones": max(run.get("tombstones", 0) for run in runs),
+            "customer_updates": max(run["customer_updates"] for run in runs),
+            "rewrites_exact": all(run["customer_updates"] == run["updated"] + run["deleted"] for run in runs),
+        }
+    summary["over_warm"] = {
+        name: report.median(repeat[name]["seconds"] / repeat["warm"]["seconds"] for repeat in repeats if name in repeat)
+        for name in ("incremental", "full")
+    }
+    summary["same_copy"] = all(
+        repeat["incremental"]["copy"] == repeat["full"]["copy"] for repeat in repeats if "full" in repeat
+    )
+    return summary
+
+
+def render(size: int, summary: dict, count: int) -> str:
+    rows = [
+        (
+            name,
+            figures["seconds"],
+            round(figures["rows_per_second"]),
+            figures["peak_rss_mib"],
+            figures["cpu_seconds"],
+            figures["commit_seconds"],
+            figures["fetched"],
+            figures["inserted"],
+            figures["updated"],
+            figures["deleted"],
+            figures["tombstones"],
+            figures["customer_updates"],
+            summary["over_warm"].get(name, 1.0),
+        )
+        for name, figures in summary.items()
+        if name in REPORTED
+    ]
+    medians = report.table(
+        (
+            "run",
+            "seconds",
+            "records read/s",
+            "peak RSS MiB",
+            "CPU s",
+            "in commits s",
+            "read",
+            "inserted",
+            "updated",
+            "deleted",
+            "tombstones",
+            "n_tup_upd",
+            "/ warm",
+        ),
+        rows,
+    )
+    checks = []
+    if incremental := summary.get("incremental"):
+        checks.append(
+            (
+                f"incremental <= {TARGET_INCREMENTAL_SECONDS:.0f} s",
+                f"{incremental['seconds']:.2f} s",
+                incremental["seconds"] <= TARGET_INCREMENTAL_SECONDS,
+            )
+        )
+    for name in ("incremental", "full"):
+        if figures := summary.get(name):
+            checks.append(
+                (
+                    f"{name}: n_tup_upd = updated + deleted",
+                    f"{figures['customer_updates']:,} = {figures['updated']:,} + {figures['deleted']:,}",
+                    figures["rewrites_exact"],
+                )
+            )
+    if "full" in summary:
+        checks.append(("incremental and full leave the same live copy", "", summary["same_copy"]))
+    return (
+        f"{size:,} customers; next generation {CHANGED} changed, {DELETED} deleted, {ADDED} added. "
+        f"Medians of {count} repeat(s); / warm is the median of per-repeat ratios to the warm full run.\n\n"
+        f"{medians}\n\n{report.table(('check', 'measured', 'met'), checks)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
