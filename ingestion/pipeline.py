@@ -9,7 +9,9 @@
     -> at the end of the walk, retry its email conflicts together (batches.retry_conflicts)
     -> incremental: walk the upstream's tombstones since the same time (tombstones)
     -> when the run is complete (runs.verdict): apply its deletions, or hold them behind
-       the mass-deletion guard (deletions), and move the watermark (watermarks)
+       the mass-deletion guard (deletions); incremental: read again, by id, the records
+       earlier runs refused for an email this run may have freed (rereads); move the
+       watermark (watermarks)
     -> finish the run as succeeded, incomplete when the listing moved under the walk
        (runs.verdict), or failed with the error (runs).
 
@@ -29,7 +31,7 @@ from datetime import UTC
 import requests
 from django.conf import settings
 
-from ingestion import batches, deletions, runs, watermarks
+from ingestion import batches, deletions, rereads, runs, watermarks
 from ingestion.batches import Batch, StepObserver, commit_batch, retry_conflicts
 from ingestion.models import IngestRun, RunMode, RunStatus
 from ingestion.source import (
@@ -151,6 +153,12 @@ def _execute(
             status, error = runs.verdict(run)
             if status == RunStatus.SUCCEEDED:
                 run = deletions.settle(run)
+                if run.mode == RunMode.INCREMENTAL:
+                    try:
+                        run = rereads.read_refused_again(run, client(CUSTOMERS_PATH, {}), retries=retries)
+                    except UpstreamError as exc:
+                        logger.error("run failed", extra={"run_id": run_id, "reason": "upstream"})
+                        return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)
                 watermarks.advance(run)
     except runs.RunFenced:
         raise

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -113,18 +113,24 @@ class UpstreamClient:
 
     def fetch_page(self, number: int) -> Page:
         """Fetch one page, retrying transient failures; raise UpstreamError when giving up."""
+        return self._retrying(f"Page {number}", lambda: self._attempt(number), page=number)
+
+    def fetch_record(self, customer_id: str) -> Any | None:
+        """The one record `GET {listing}/{customer_id}` returns (any JSON; validation judges it),
+        or None when the upstream answers 404 (it has no such customer). Same retries, limits
+        and exact numbers as a page."""
+        url = f"{self.url}/{quote(customer_id, safe='')}"
+        return self._retrying(f"Customer {customer_id}", lambda: self._attempt_record(url), page=None)
+
+    def _retrying(self, what: str, attempt_once: Callable[[], Any], *, page: int | None) -> Any:
         for attempt in range(self.settings.max_retries + 1):
             try:
-                return self._attempt(number)
+                return attempt_once()
             except _Retryable as problem:
                 if attempt == self.settings.max_retries:
-                    raise UpstreamError(
-                        f"Page {number}: gave up after {attempt + 1} attempts; last error: {problem}"
-                    ) from None
-                logger.warning(
-                    "upstream retry",
-                    extra={"page": number, "attempt": attempt + 1, "reason": problem.reason},
-                )
+                    message = f"{what}: gave up after {attempt + 1} attempts; last error: {problem}"
+                    raise UpstreamError(message) from None
+                logger.warning("upstream retry", extra={"page": page, "attempt": attempt + 1, "reason": problem.reason})
                 self.on_retry(problem.reason)
                 self.sleep(self._delay(attempt, problem.wait))
         raise AssertionError("unreachable")
@@ -151,7 +157,22 @@ class UpstreamClient:
             served_at = parse_http_date(response.headers.get("Date"))
         return self._parse(number, body, served_at)
 
-    def _check_status(self, number: int, response: requests.Response) -> None:
+    def _attempt_record(self, url: str) -> Any | None:
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            response = self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise _Retryable(RetryReason.TIMEOUT, f"timed out: {exc}") from None
+        except requests.RequestException as exc:
+            raise _Retryable(RetryReason.CONNECTION, f"connection failed: {exc}") from None
+        with response:
+            if response.status_code == 404:
+                return None
+            self._check_status(None, response)
+            body = self._read_body(response)
+        return _document(body)
+
+    def _check_status(self, number: int | None, response: requests.Response) -> None:
         status = response.status_code
         if status == 429:
             raise _Retryable(
@@ -161,9 +182,9 @@ class UpstreamClient:
             raise _Retryable(RetryReason.SERVER_ERROR, f"HTTP {status}", wait=None)
         if 300 <= status < 400:
             target = response.headers.get("Location")
-            raise UpstreamError(f"Page {number}: HTTP {status} redirect to {target!r}, not followed.")
+            raise UpstreamError(f"{_what(number)}: HTTP {status} redirect to {target!r}, not followed.")
         if status != 200:
-            raise UpstreamError(f"Page {number}: HTTP {status}, not retried.")
+            raise UpstreamError(f"{_what(number)}: HTTP {status}, not retried.")
 
     def _read_body(self, response: requests.Response) -> bytes:
         # read1 returns whatever has arrived, so a server that drips bytes cannot keep
@@ -184,22 +205,32 @@ class UpstreamClient:
         return b"".join(chunks)
 
     def _parse(self, number: int, body: bytes, served_at: datetime | None = None) -> Page:
-        try:
-            # Numbers stay exact: 0.1 + 0.2 style float noise must not reach balances, and a
-            # rejected record is kept with the digits it came with.
-            envelope = exact_json.loads(body)
-        except ValueError:
-            raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
-        except RecursionError:  # valid JSON nested deeper than the parser goes: no page of ours looks like that
-            raise _Retryable(RetryReason.MALFORMED, "response body nested too deeply") from None
-        if _nested_deeper_than(body, envelope, MAX_NESTING):
-            raise _Retryable(RetryReason.MALFORMED, f"response body nested deeper than {MAX_NESTING} levels")
+        envelope = _document(body)
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
             raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
         return Page(
             number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"], served_at=served_at
         )
+
+
+def _document(body: bytes) -> Any:
+    """The JSON of a response body, numbers exact, or a retryable MALFORMED."""
+    try:
+        # Numbers stay exact: 0.1 + 0.2 style float noise must not reach balances, and a
+        # rejected record is kept with the digits it came with.
+        document = exact_json.loads(body)
+    except ValueError:
+        raise _Retryable(RetryReason.MALFORMED, "response body is not valid JSON") from None
+    except RecursionError:  # valid JSON nested deeper than the parser goes: no page of ours looks like that
+        raise _Retryable(RetryReason.MALFORMED, "response body nested too deeply") from None
+    if _nested_deeper_than(body, document, MAX_NESTING):
+        raise _Retryable(RetryReason.MALFORMED, f"response body nested deeper than {MAX_NESTING} levels")
+    return document
+
+
+def _what(page: int | None) -> str:
+    return "A customer's record" if page is None else f"Page {page}"
 
 
 # Far past any record we would keep (the envelope, a record and its value are three levels),

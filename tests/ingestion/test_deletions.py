@@ -286,26 +286,101 @@ def test_an_incremental_run_keeps_a_customer_recreated_after_a_tombstone_it_read
     assert Customer.objects.get(customer_id=back["customer_id"]).first_name == "Back"
 
 
-def test_a_record_refused_for_an_email_a_later_incremental_run_frees_waits_for_the_next_full_run(upstream):
-    # What an incremental run does not do (README, Sync): it reads only what changed, so a
-    # record refused earlier for an email conflict stays out when the holder lets the email go
-    # without the refused record changing; the next full run, which reads everything, takes it.
+def _refused_for_an_email(upstream) -> tuple[dict, dict, list[dict]]:
+    """A first full run refuses `refused`: its email is `holder`'s, in other letters' case."""
     holder = dated(1)
     refused = dated(2, email=holder["email"].upper())
     others = [dated(index) for index in range(3, 10)]
     run, _ = upstream.sync([holder, refused, *others])
     assert (run.inserted, run.conflicts) == (8, 1)
+    return holder, refused, others
+
+
+def test_an_incremental_run_reads_again_a_record_refused_for_an_email_its_holder_let_go(upstream):
+    # The refused record does not change upstream, so no incremental walk lists it: the run
+    # asks for it by id because it changed the customer that held its email.
+    _holder, refused, others = _refused_for_an_email(upstream)
     moved = dated(1, hours=50, email="moved.away@example.org")
+    current = [moved, refused, *others]
 
-    run, _ = upstream.sync([moved, refused, *others], (), "--mode", "incremental")
+    run, _ = upstream.sync(current, (), "--mode", "incremental")
 
-    # The holder's change, and record 9 at the watermark read again.
-    assert (run.mode, run.fetched, run.updated, run.unchanged) == ("incremental", 2, 1, 1)
+    # The holder's change, record 9 at the watermark read again, and the refused record by id.
+    assert (run.mode, run.status, run.fetched) == ("incremental", "succeeded", 3)
+    assert (run.inserted, run.updated, run.unchanged, run.conflicts) == (1, 1, 1, 0)
+    assert adds_up(run)
+    assert live_ids() == ids(current)
+    assert Customer.objects.get(customer_id=refused["customer_id"]).email == refused["email"]
+    assert not IngestFailure.objects.filter(run=run).exists()
+
+
+def test_an_incremental_run_reads_again_a_record_refused_for_the_email_of_a_customer_it_deletes(upstream, settings):
+    settings.INGESTION_MAX_DELETE_RATIO = 1.0  # one of nine: far past the guard's 5 %
+    holder, refused, others = _refused_for_an_email(upstream)
+    current = [refused, *others]
+    tombstones = [{"customer_id": holder["customer_id"], "deleted_at": _at(50)}]
+
+    run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+
+    assert (run.status, run.deleted, run.inserted, run.conflicts) == ("succeeded", 1, 1, 0)
+    assert adds_up(run)
+    assert live_ids() == ids(current)
+
+
+def test_a_record_read_again_whose_email_is_still_taken_is_refused_again_and_counted(upstream):
+    _holder, refused, others = _refused_for_an_email(upstream)
+    renamed = dated(1, hours=50, last_name="Renamed")  # keeps the email
+
+    run, _ = upstream.sync([renamed, refused, *others], (), "--mode", "incremental")
+
+    failure = IngestFailure.objects.get(run=run)
+    assert (run.status, run.fetched, run.updated, run.conflicts) == ("succeeded", 3, 1, 1)
+    assert adds_up(run)
+    assert (str(failure.customer_id), failure.reason, failure.page) == (refused["customer_id"], "email_conflict", 0)
     assert refused["customer_id"] not in live_ids()
-    failure = IngestFailure.objects.get(customer_id=refused["customer_id"])
-    assert (failure.reason, str(failure.conflicting_customer_id)) == ("email_conflict", holder["customer_id"])
 
-    run, _ = upstream.sync([moved, refused, *others])
 
-    assert (run.mode, run.inserted, run.conflicts) == ("full", 1, 0)
-    assert live_ids() == ids([moved, refused, *others])
+def test_a_refused_record_the_upstream_no_longer_has_is_not_read_again(upstream):
+    _holder, refused, others = _refused_for_an_email(upstream)
+    moved = dated(1, hours=50, email="moved.away@example.org")
+    tombstones = [{"customer_id": refused["customer_id"], "deleted_at": _at(50)}]
+
+    run, _ = upstream.sync([moved, *others], tombstones, "--mode", "incremental")
+
+    # The refused record's detail is a 404 now: nothing to read, nothing counted.
+    assert (run.status, run.fetched, run.inserted, run.conflicts, run.deleted) == ("succeeded", 2, 0, 0, 0)
+    assert live_ids() == ids([moved, *others])
+
+
+def test_a_run_whose_read_again_fails_fails_and_its_resume_ends_like_an_uninterrupted_run(
+    upstream, monkeypatch, settings
+):
+    from ingestion.source import UpstreamClient, UpstreamError
+
+    settings.INGESTION_MAX_DELETE_RATIO = 1.0
+    _holder, refused, others = _refused_for_an_email(upstream)
+    moved = dated(1, hours=50, email="moved.away@example.org")
+    gone = others[0]
+    current = [moved, refused, *others[1:]]
+    tombstones = [{"customer_id": gone["customer_id"], "deleted_at": _at(50)}]
+    watermark = SyncCursor.objects.get().watermark
+    real = UpstreamClient.fetch_record
+
+    def unreachable(self, customer_id):
+        raise UpstreamError(f"Customer {customer_id}: gave up after 6 attempts; last error: HTTP 503")
+
+    monkeypatch.setattr(UpstreamClient, "fetch_record", unreachable)
+    run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+
+    assert (run.status, run.deleted, run.conflicts) == ("failed", 1, 0)
+    assert "gave up after 6 attempts" in run.error
+    assert SyncCursor.objects.get().watermark == watermark  # a failed run proves nothing
+
+    monkeypatch.setattr(UpstreamClient, "fetch_record", real)
+    run, _ = ingest("--resume", str(run.pk))
+
+    # The deletion its first attempt applied still counts; the refused record is read now.
+    assert (run.status, run.deleted, run.inserted, run.updated) == ("succeeded", 1, 1, 1)
+    assert adds_up(run)
+    assert live_ids() == ids(current)
+    assert SyncCursor.objects.get().watermark > watermark

@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -254,3 +255,52 @@ def test_own_session_without_proxy_or_netrc_sends_no_credentials(monkeypatch, tm
     assert client.session.proxies == {}
     assert client.session.auth is None
     assert "Authorization" not in client.session.prepare_request(requests.Request("GET", client.url)).headers
+
+
+class RecordUpstream(FakeUpstream):
+    """The upstream's detail route at the transport: `replies` in turn, then a 404."""
+
+    def __init__(self, replies: list[Reply]):
+        super().__init__([])
+        self.replies = replies
+        self.urls: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.urls.append(request.url)
+        reply = self.replies.pop(0) if self.replies else Reply(404, '{"detail": "Customer not found."}')
+        return self._response(request, reply.status, reply.body, reply.headers)
+
+
+ID = "83320cfc-70d1-5935-83cd-5938b29cdfbd"
+
+
+def test_a_record_is_read_by_id_under_the_listing_with_exact_numbers():
+    fake = RecordUpstream([Reply(200, f'{{"customer_id": "{ID}", "account_balance": 0.10}}')])
+
+    record = make_client(fake).fetch_record(ID)
+
+    assert record == {"customer_id": ID, "account_balance": Decimal("0.10")}
+    assert str(record["account_balance"]) == "0.10"
+    assert fake.urls == [f"http://upstream.test/api/customers/{ID}"]
+
+
+def test_a_record_the_upstream_does_not_have_is_none():
+    assert make_client(RecordUpstream([])).fetch_record(ID) is None
+
+
+def test_reading_a_record_retries_server_errors_and_malformed_bodies():
+    fake = RecordUpstream([Reply(503), Reply(200, "{not json"), Reply(200, f'{{"customer_id": "{ID}"}}')])
+    retried = []
+
+    assert make_client(fake, retried=retried).fetch_record(ID) == {"customer_id": ID}
+    assert retried == ["server_error", "malformed"]
+
+
+def test_reading_a_record_gives_up_saying_which_and_never_follows_a_redirect():
+    with pytest.raises(UpstreamError, match=f"Customer {ID}: gave up after 4 attempts; last error: HTTP 500"):
+        make_client(RecordUpstream([Reply(500)] * 4)).fetch_record(ID)
+    redirect = RecordUpstream([Reply(302, headers={"Location": "http://169.254.169.254/"})])
+    with pytest.raises(
+        UpstreamError, match=re.escape("A customer's record: HTTP 302 redirect to 'http://169.254.169.254/'")
+    ):
+        make_client(redirect).fetch_record(ID)
