@@ -177,7 +177,7 @@ def mark_walked(run: IngestRun) -> IngestRun:
     return run
 
 
-def retry_conflicts(run: IngestRun) -> IngestRun:
+def retry_conflicts(run: IngestRun, *, holder_deleted: bool = False) -> IngestRun:
     """Once the walk is complete, try the run's email conflicts again, together, in one transaction.
 
     A swap or rotation of emails split across batches is refused batch by batch (each
@@ -186,11 +186,12 @@ def retry_conflicts(run: IngestRun) -> IngestRun:
     classification frees them and the merge applies them. What is applied stops being a
     conflict (its failure row goes, its counter moves); what is still refused keeps a
     failure naming today's owner. Only last reads are retried: a customer read again
-    later in the walk was settled by that read.
+    later in the walk was settled by that read. With `holder_deleted` (after the run's
+    deletions), only conflicts with a customer the run deleted are retried: their email is free.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         merge.lock_writers(cursor)
-        positions = retryable_conflicts(cursor, run_id=run.pk)
+        positions = retryable_conflicts(cursor, run_id=run.pk, holder_deleted=holder_deleted)
         if not positions:
             return run
         span = {"run_id": run.pk, "positions": positions}

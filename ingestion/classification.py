@@ -180,11 +180,17 @@ JOIN {STAGED} t ON t.run_id = f.run_id AND t.position = f.position AND t.outcome
 WHERE f.run_id = %(run)s AND f.reason = 'email_conflict'
   AND NOT EXISTS (
       SELECT 1 FROM {STAGED} s WHERE s.run_id = t.run_id AND s.customer_id = t.customer_id AND s.position > t.position)
+  {{holder}}
 ORDER BY t.position
 """
+# Only conflicts with a customer the run itself deleted since (the email is free now).
+_HOLDER_DELETED = f"""AND EXISTS (
+      SELECT 1 FROM {CUSTOMERS} c
+      WHERE c.customer_id = t.conflicting_customer_id AND c.deleted_at IS NOT NULL AND c.deleted_by_run = %(run)s)"""
 
 
-def retryable_conflicts(cursor, *, run_id: int) -> list[int]:
-    """Positions of the run's email conflicts that are the last read of their customer."""
-    cursor.execute(_RETRYABLE, {"run": run_id})
+def retryable_conflicts(cursor, *, run_id: int, holder_deleted: bool = False) -> list[int]:
+    """Positions of the run's email conflicts that are the last read of their customer; with
+    `holder_deleted`, only those whose email's holder the run has deleted."""
+    cursor.execute(_RETRYABLE.format(holder=_HOLDER_DELETED if holder_deleted else ""), {"run": run_id})
     return [row[0] for row in cursor.fetchall()]

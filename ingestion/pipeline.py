@@ -9,7 +9,8 @@
     -> at the end of the walk, retry its email conflicts together (batches.retry_conflicts)
     -> incremental: walk the upstream's tombstones since the same time (tombstones)
     -> when the run is complete (runs.verdict): apply its deletions, or hold them behind
-       the mass-deletion guard (deletions); incremental: read again, by id, the records
+       the mass-deletion guard (deletions), then retry its email conflicts again (what the
+       deleted customers held is free now); incremental: read again, by id, the records
        earlier runs refused for an email this run may have freed (rereads); move the
        watermark (watermarks)
     -> finish the run as succeeded, incomplete when the listing moved under the walk
@@ -153,6 +154,9 @@ def _execute(
             status, error = runs.verdict(run)
             if status == RunStatus.SUCCEEDED:
                 run = deletions.settle(run)
+                if run.deleted and not run.dry_run:
+                    # The deletions freed emails that records this run refused may have wanted.
+                    run = retry_conflicts(run, holder_deleted=True)
                 if run.mode == RunMode.INCREMENTAL:
                     try:
                         run = rereads.read_refused_again(run, client(CUSTOMERS_PATH, {}), retries=retries)

@@ -17,7 +17,7 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef
 
 from ingestion.batches import Batch, commit_batch
 from ingestion.failures import RejectedRecord
@@ -35,15 +35,18 @@ NO_PAGE = 0
 def refused_behind(run: IngestRun) -> list[uuid.UUID]:
     """Ids earlier runs refused for an email conflict with a customer this run read or tombstoned,
     which this run has not read; at most INGESTION_BATCH_SIZE of them, in id order."""
-    touched = StagedCustomer.objects.filter(run=run).values("customer_id")
-    tombstoned = StagedTombstone.objects.filter(run=run).values("customer_id")
-    read_here = IngestFailure.objects.filter(run=run, customer_id__isnull=False).values("customer_id")
+    # EXISTS, each an index probe ((run, customer_id) on staging and tombstones; customer_id on
+    # failures), whatever the number of rows this run staged.
+    holder_read = StagedCustomer.objects.filter(run=run, customer_id=OuterRef("conflicting_customer_id"))
+    holder_tombstoned = StagedTombstone.objects.filter(run=run, customer_id=OuterRef("conflicting_customer_id"))
+    staged_here = StagedCustomer.objects.filter(run=run, customer_id=OuterRef("customer_id"))
+    refused_here = IngestFailure.objects.filter(run=run, customer_id=OuterRef("customer_id"))
     return list(
         IngestFailure.objects.filter(reason=FailureReason.EMAIL_CONFLICT, customer_id__isnull=False)
         .exclude(run=run)
-        .filter(Q(conflicting_customer_id__in=touched) | Q(conflicting_customer_id__in=tombstoned))
-        .exclude(customer_id__in=touched)
-        .exclude(customer_id__in=read_here)
+        .filter(Exists(holder_read) | Exists(holder_tombstoned))
+        .exclude(Exists(staged_here))
+        .exclude(Exists(refused_here))
         .order_by("customer_id")
         .values_list("customer_id", flat=True)
         .distinct()[: settings.INGESTION_BATCH_SIZE]

@@ -384,3 +384,33 @@ def test_a_run_whose_read_again_fails_fails_and_its_resume_ends_like_an_uninterr
     assert adds_up(run)
     assert live_ids() == ids(current)
     assert SyncCursor.objects.get().watermark > watermark
+
+
+def test_a_full_run_that_deletes_a_customer_takes_the_record_it_refused_for_that_customers_email(upstream, settings):
+    # The walk refuses the record while the holder is still live; the holder's deletion comes
+    # only once the walk is complete, and frees the email within the same run.
+    settings.INGESTION_MAX_DELETE_RATIO = 1.0
+    _holder, refused, others = _refused_for_an_email(upstream)
+    current = [refused, *others]
+
+    run, _ = upstream.sync(current)
+
+    assert (run.status, run.deleted, run.inserted, run.conflicts) == ("succeeded", 1, 1, 0)
+    assert adds_up(run)
+    assert live_ids() == ids(current)
+    assert not IngestFailure.objects.filter(run=run).exists()
+
+
+def test_an_incremental_run_that_deletes_a_customer_takes_the_record_it_refused_for_that_email(upstream, settings):
+    settings.INGESTION_MAX_DELETE_RATIO = 1.0
+    holder, refused, others = _refused_for_an_email(upstream)
+    renamed = {**refused, "last_name": "Renamed", "updated_at": _at(50)}  # read by the walk, refused there
+    current = [renamed, *others]
+    tombstones = [{"customer_id": holder["customer_id"], "deleted_at": _at(50)}]
+
+    run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+
+    assert (run.status, run.deleted, run.inserted, run.conflicts) == ("succeeded", 1, 1, 0)
+    assert adds_up(run)
+    assert Customer.objects.get(customer_id=refused["customer_id"]).last_name == "Renamed"
+    assert live_ids() == ids(current)
