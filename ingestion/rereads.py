@@ -5,8 +5,9 @@ email conflict does not change when its email's holder lets the email go (change
 deleted), so no incremental walk would read it again, and it would stay out of the copy until
 the next full run. So once its walks are complete and its deletions settled, an incremental run
 reads again, through the upstream's detail route, each record refused for an email conflict
-with a customer this run read or tombstoned, and commits them as one more batch through the
-same validation, classification and merge. Reading one whose email is still taken costs a
+with a customer this run read or tombstoned, or that was deleted since (a release of held
+deletions, say), and commits them as one more batch through the same validation,
+classification and merge. Reading one whose email is still taken costs a
 request and leaves another conflict row; one the upstream no longer has (a 404) is skipped.
 
 Idempotent, for resumes: a record this run has already read (staged or refused) is not read
@@ -17,8 +18,9 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
+from customers.models import Customer
 from ingestion.batches import Batch, commit_batch
 from ingestion.failures import RejectedRecord
 from ingestion.models import FailureReason, IngestFailure, IngestRun, StagedCustomer, StagedTombstone
@@ -33,18 +35,28 @@ NO_PAGE = 0
 
 
 def refused_behind(run: IngestRun) -> list[uuid.UUID]:
-    """Ids earlier runs refused for an email conflict with a customer this run read or tombstoned,
-    which this run has not read; at most INGESTION_BATCH_SIZE of them, in id order."""
+    """Ids earlier runs refused for an email conflict whose holder this run read or tombstoned,
+    or was deleted since (by a release of held deletions, say), unless a later read took the
+    record or this run read it; at most INGESTION_BATCH_SIZE of them, in id order."""
     # EXISTS, each an index probe ((run, customer_id) on staging and tombstones; customer_id on
-    # failures), whatever the number of rows this run staged.
+    # failures; the customers' primary key), whatever the number of rows this run staged.
     holder_read = StagedCustomer.objects.filter(run=run, customer_id=OuterRef("conflicting_customer_id"))
     holder_tombstoned = StagedTombstone.objects.filter(run=run, customer_id=OuterRef("conflicting_customer_id"))
+    holder_deleted_since = Customer.objects.filter(
+        customer_id=OuterRef("conflicting_customer_id"), deleted_at__gt=OuterRef("created_at")
+    )
+    # Inserted or changed after the refusal: a later read settled it (and keeps it off this list).
+    taken_since = Customer.objects.live().filter(
+        Q(ingested_at__gt=OuterRef("created_at")) | Q(updated_at__gt=OuterRef("created_at")),
+        customer_id=OuterRef("customer_id"),
+    )
     staged_here = StagedCustomer.objects.filter(run=run, customer_id=OuterRef("customer_id"))
     refused_here = IngestFailure.objects.filter(run=run, customer_id=OuterRef("customer_id"))
     return list(
         IngestFailure.objects.filter(reason=FailureReason.EMAIL_CONFLICT, customer_id__isnull=False)
         .exclude(run=run)
-        .filter(Exists(holder_read) | Exists(holder_tombstoned))
+        .filter(Exists(holder_read) | Exists(holder_tombstoned) | Exists(holder_deleted_since))
+        .exclude(Exists(taken_since))
         .exclude(Exists(staged_here))
         .exclude(Exists(refused_here))
         .order_by("customer_id")

@@ -414,3 +414,24 @@ def test_an_incremental_run_that_deletes_a_customer_takes_the_record_it_refused_
     assert adds_up(run)
     assert Customer.objects.get(customer_id=refused["customer_id"]).last_name == "Renamed"
     assert live_ids() == ids(current)
+
+
+def test_a_record_refused_for_the_email_of_a_customer_whose_deletion_was_held_is_read_again_after_the_release(upstream):
+    holder, refused, others = _refused_for_an_email(upstream)
+    # A change newer than the tombstone moves the watermark past it: later runs do not list it again.
+    later = dated(3, hours=60, last_name="Later")
+    current = [refused, later, *others[1:]]
+    tombstones = [{"customer_id": holder["customer_id"], "deleted_at": _at(50)}]
+    held, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+    # One of nine: past the guard's 5 %, so the holder stays, and the record is refused again.
+    assert (held.deletions_held, held.conflicts) == (1, 1)
+    call_command("ingest_customers", "--release-deletions", str(held.pk), stdout=StringIO())
+
+    run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+
+    # Nothing this run reads names the holder: the record comes back because the holder was deleted since.
+    assert (run.status, run.tombstones, run.inserted, run.conflicts) == ("succeeded", 0, 1, 0)
+    assert live_ids() == ids(current)
+    # Taken now: the next incremental run does not ask for it again.
+    run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
+    assert (run.inserted, run.conflicts, run.fetched) == (0, 0, 1)
