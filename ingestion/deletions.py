@@ -100,7 +100,7 @@ def hold_reason(run: IngestRun, count: int) -> str:
         return "the upstream listed no customers at all"
     if count > settings.INGESTION_MAX_DELETES:
         return f"more than INGESTION_MAX_DELETES ({settings.INGESTION_MAX_DELETES:,})"
-    live = Customer.objects.live().count()
+    live = Customer.objects.live_count()
     if count > settings.INGESTION_MAX_DELETE_RATIO * live:
         return f"more than INGESTION_MAX_DELETE_RATIO ({settings.INGESTION_MAX_DELETE_RATIO:.0%}) of {live:,} customers"
     return ""

@@ -1,5 +1,7 @@
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from customers import selectors
 from customers.filters import ORDERINGS
@@ -83,3 +85,22 @@ def test_every_api_ordering_is_one_index_scan(ordering, index):
 
     assert index in plan
     assert "Sort" not in plan
+
+
+def test_the_live_count_is_the_top_seq_minus_the_deleted_rows_and_reads_no_live_row():
+    assert Customer.objects.live_count() == 0
+    customers = create_customers(10)
+    Customer.objects.filter(seq__in=[1, 5, 10]).update(deleted_at=timezone.now())
+
+    with CaptureQueriesContext(connection) as queries:
+        count = Customer.objects.live_count()
+
+    assert count == Customer.objects.live().count() == 7 == len(customers) - 3
+    # max(seq) (its unique index) and the deleted rows (their partial index): never "deleted_at IS NULL".
+    assert len(queries) == 2
+    assert not any('"deleted_at" IS NULL' in query["sql"] for query in queries)
+
+
+def test_the_live_count_refuses_a_filtered_queryset():
+    with pytest.raises(TypeError, match="counts the whole table"):
+        Customer.objects.filter(first_name="Ada").live_count()
