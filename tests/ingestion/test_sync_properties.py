@@ -1,6 +1,7 @@
 """Property: whatever sequence of upstream generations and runs (full and incremental, interleaved),
 after each quiet run the live copy equals the upstream's live records, minus those it rejects,
-and a full run right after writes nothing (the copy has converged).
+and, while no two upstream records share an email, a full run right after writes nothing (the
+copy has converged).
 
 A small upstream served over HTTP by a real mocksource evolves by random steps: records changed
 (several sharing one `updated_at`, so cursor ties), changed "late" (dated before the watermark,
@@ -135,6 +136,10 @@ def upstream_path(tmp_path):
 @example(steps=[("clash", 0, "full"), ("move", 1, "incremental")])
 @example(steps=[("clash", 0, "full"), ("delete", 1, "full")])
 @example(steps=[("clash", 0, "incremental"), ("delete", 1, "incremental")])
+# Found by this test: a swap and a third record wanting one of the swapped emails, read in
+# another order by an incremental walk, refuse all three; the next run that reads them applies
+# the swap. Kept as a case the copy must still be right for (the check above waits for it).
+@example(steps=[("add", 0, "full"), ("clash", 90, "full"), ("swap", 0, "incremental")])
 def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_upstream(upstream_path, settings, steps):
     settings.INGESTION_MAX_DELETE_RATIO, settings.INGESTION_MAX_DELETES = 1.0, 1_000_000
     path, base_url = upstream_path
@@ -158,7 +163,11 @@ def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_up
         }, (kind, mode, output, steps)
         assert set(copy) <= set(expected)
         # Converged: a full run now, against the same quiet upstream, writes nothing. After an
-        # incremental run that is the full reconciliation agreeing with it.
-        check, output = ingest("--source-url", base_url, "--mode", "full")
-        writes = {name: getattr(check, name) for name in ("inserted", "updated", "deleted", "restored")}
-        assert writes == dict.fromkeys(writes, 0), (kind, mode, output, steps)
+        # incremental run that is the full reconciliation agreeing with it. Only for an upstream
+        # that does not contradict itself: while two of its records share an email, which one
+        # we refuse depends on the order a walk reads them (the full walk by listing, the
+        # incremental one by `updated_at`), so two walks may refuse different ones.
+        if len({data["email"].lower() for data in current.values()}) == len(current):
+            check, output = ingest("--source-url", base_url, "--mode", "full")
+            writes = {name: getattr(check, name) for name in ("inserted", "updated", "deleted", "restored")}
+            assert writes == dict.fromkeys(writes, 0), (kind, mode, output, steps)
