@@ -82,7 +82,9 @@ def settle(run: IngestRun) -> IngestRun:
         else:
             # A run resumed after it settled (its last read failed, say) settles again and finds
             # nothing left to delete: what an earlier attempt of it deleted still counts.
-            before = Customer.objects.filter(deleted_at__isnull=False, deleted_by_run=run.pk).count()
+            before = 0
+            if run.attempt > 1:
+                before = Customer.objects.filter(deleted_at__isnull=False, deleted_by_run=run.pk).count()
             deleted = before + merge.delete_customers(cursor, doomed=doomed, params=params, run_id=run.pk)
             changes = {"deleted": deleted, "deletions_held": 0}
         # Set, not added: a run resumed after a crash here settles again from scratch.

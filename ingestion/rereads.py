@@ -80,15 +80,15 @@ def read_refused_again(run: IngestRun, client: UpstreamClient, *, retries) -> In
         if raw is None:
             continue  # gone upstream: a tombstone will say so, and it holds no email
         outcome = validate_record(raw)
-        if isinstance(outcome, Rejection):
-            if outcome.customer_id not in (None, customer_id):
-                continue
-            batch.rejected.append(RejectedRecord(NO_PAGE, batch.first_position + batch.size, outcome, raw))
-        elif outcome.customer_id == customer_id:
-            batch.valid.append(StagedRow(NO_PAGE, batch.first_position + batch.size, outcome))
-        else:
+        if outcome.customer_id not in (None, customer_id):
             # Asked for one customer, given another: not the record we asked about, so it proves nothing.
             logger.warning("re-read answered another customer", extra={"run_id": run.pk})
+            continue
+        position = batch.first_position + batch.size
+        if isinstance(outcome, Rejection):
+            batch.rejected.append(RejectedRecord(NO_PAGE, position, outcome, raw))
+        else:
+            batch.valid.append(StagedRow(NO_PAGE, position, outcome))
     run = commit_batch(run, batch, retries=retries.take())
     logger.info("refused records read again", extra={"run_id": run.pk, "asked": len(ids), "read": batch.size})
     return run

@@ -435,3 +435,28 @@ def test_a_record_refused_for_the_email_of_a_customer_whose_deletion_was_held_is
     # Taken now: the next incremental run does not ask for it again.
     run, _ = upstream.sync(current, tombstones, "--mode", "incremental")
     assert (run.inserted, run.conflicts, run.fetched) == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "fetched", "invalid"),
+    [
+        # Another customer's record for the id asked: it proves nothing about the one asked for.
+        (lambda asked, other: other, 2, 0),
+        # Valid JSON that is no record: refused with a reason, counted.
+        (lambda asked, other: ["not", "a", "record"], 3, 1),
+    ],
+    ids=["another customer", "not an object"],
+)
+def test_a_hostile_answer_to_a_read_by_id_is_never_applied(upstream, monkeypatch, answer, fetched, invalid):
+    from ingestion.source import UpstreamClient
+
+    _holder, refused, others = _refused_for_an_email(upstream)
+    moved = dated(1, hours=50, email="moved.away@example.org")
+    stranger = dated(99, email="stranger@example.org")
+    monkeypatch.setattr(UpstreamClient, "fetch_record", lambda self, customer_id: answer(customer_id, stranger))
+
+    run, _ = upstream.sync([moved, refused, *others], (), "--mode", "incremental")
+
+    assert (run.status, run.fetched, run.invalid, run.inserted) == ("succeeded", fetched, invalid, 0)
+    assert adds_up(run)
+    assert live_ids() == ids([moved, *others])
