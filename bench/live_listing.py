@@ -10,6 +10,9 @@ page of 100, each `--repeat` times, medians in ms:
   offset    the live listing counted and offset, as any other filtered listing is: the
             design the seek replaces
 
+and the mass-deletion guard's count of live customers (`Customer.objects.live_count()`)
+against `live().count()`.
+
     python bench/live_listing.py --size 1000000 --holes 0,1000,10000,100000
 """
 
@@ -96,7 +99,14 @@ def measure(repeat: int) -> dict[str, dict[str, float]]:
         "offset": (PageLimitPagination, lambda: Customer.objects.for_listing()),
     }
     timings = {f"{name} {page}": [] for name in variants for page in pages}
+    # The mass-deletion guard's count of live customers (ingestion/deletions.py), and counting them.
+    counts = {"guard live_count": Customer.objects.live_count, "live count(*)": Customer.objects.live().count}
+    timings |= {name: [] for name in counts}
     for _ in range(repeat):
+        for name, count in counts.items():
+            started = time.perf_counter()
+            assert count() == total
+            timings[name].append((time.perf_counter() - started) * 1000)
         for name, (paginator_class, queryset) in variants.items():
             for page_name, page in pages.items():
                 request = Request(APIRequestFactory().get("/", {"page": page, "limit": LIMIT}))
