@@ -42,6 +42,8 @@ SCOPE_PERMISSIONS: dict[str, frozenset[str]] = {
         {"ingestion.view_ingestrun", "ingestion.view_ingestfailure", "ingestion.view_personal_data"}
     ),
     Scope.INGESTION_RUN: frozenset({"ingestion.start_ingestion"}),
+    Scope.CHANGES_READ: frozenset({"customers.view_customerchange"}),
+    Scope.CUSTOMERS_ERASE: frozenset({"customers.erase_customer"}),
 }
 _LENT = frozenset().union(*SCOPE_PERMISSIONS.values())
 

@@ -60,6 +60,8 @@ class Scope(models.TextChoices):
     CUSTOMERS_READ = "customers:read"
     RUNS_READ = "runs:read"
     INGESTION_RUN = "ingestion:run"
+    CHANGES_READ = "changes:read"
+    CUSTOMERS_ERASE = "customers:erase"
 
 
 class KeyUser(User):

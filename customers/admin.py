@@ -1,11 +1,14 @@
 from django.contrib import admin
 from django.db.models.functions import Lower
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
-from customers import selectors
-from customers.models import Customer
+from customers import changes, selectors
+from customers.models import Customer, CustomerChange
+
+# The customer page shows this many of the newest versions.
+HISTORY_SHOWN = 50
 
 SOURCE_NOTICE = (
     "These fields belong to the upstream source and are read-only here: the next ingestion "
@@ -63,8 +66,11 @@ class CustomerAdmin(ReadOnlyAdmin):
     fieldsets = [
         ("Source record", {"fields": Customer.SOURCE_FIELDS, "description": SOURCE_NOTICE}),
         ("Pipeline bookkeeping", {"fields": ["updated_at", "seq", "ingested_at", "deleted_at", "deleted_by"]}),
+        ("History", {"fields": ["history"], "description": "Newest first; the fields each change changed are marked."}),
     ]
-    readonly_fields = [*Customer.SOURCE_FIELDS, "updated_at", "seq", "ingested_at", "deleted_at", "deleted_by"]
+    readonly_fields = [
+        *Customer.SOURCE_FIELDS, "updated_at", "seq", "ingested_at", "deleted_at", "deleted_by", "history",
+    ]  # fmt: skip
 
     @admin.display(description="email", ordering=Lower("email"))
     def email_address(self, customer):
@@ -77,6 +83,41 @@ class CustomerAdmin(ReadOnlyAdmin):
         # A link by URL name: customers does not import ingestion.
         url = reverse("admin:ingestion_ingestrun_change", args=[customer.deleted_by_run])
         return format_html('<a href="{}">run {}</a>', url, customer.deleted_by_run)
+
+    @admin.display(description="versions")
+    def history(self, customer):
+        versions = list(changes.history_of(customer.customer_id).order_by("-cursor")[:HISTORY_SHOWN])
+        if not versions:
+            return "-"
+        header = format_html_join("", "<th>{}</th>", ((name,) for name in ("cursor", "change", "at", "run")))
+        header += format_html_join("", "<th>{}</th>", ((name,) for name in CustomerChange.STATE_FIELDS))
+        rows = format_html_join("", "<tr>{}</tr>", ((self._version_cells(version),) for version in versions))
+        return format_html(
+            '<table class="customer-history"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', header, rows
+        )
+
+    @staticmethod
+    def _version_cells(version: CustomerChange):
+        run = "-"
+        if version.run_id is not None:
+            run = format_html(
+                '<a href="{}">{}</a>',
+                reverse("admin:ingestion_ingestrun_change", args=[version.run_id]),
+                version.run_id,
+            )
+        cells = format_html(
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td>", version.cursor, version.kind, version.at, run
+        )
+        changed = set(version.changed_fields)
+        for field in CustomerChange.STATE_FIELDS:
+            value = "" if getattr(version, field) is None else getattr(version, field)
+            template = '<td class="changed"><mark>{}</mark></td>' if field in changed else "<td>{}</td>"
+            cells += format_html(template, value)
+        return cells
+
+    def has_erase_permission(self, request):
+        # The erase action itself joins from ingestion/admin.py, where erasure lives.
+        return request.user.has_perm("customers.erase_customer")
 
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():

@@ -19,6 +19,12 @@ keeps four promises:
 - **An update is a real change.** A known customer is rewritten only when a field in
   `CHANGEABLE` differs (IS DISTINCT FROM, so NULLs compare as values); then
   `updated_at` moves. `created_at` stays as first seen; an unchanged row is not touched.
+- **Every change is an event, numbered in commit order.** The statement that inserts,
+  updates, restores, deletes or erases customers also writes one `CustomerChange` per
+  customer it changed (set-based, in the same statement), numbered from the current max
+  cursor under the write lock: cursors are dense, 1..N, and a reader sees them commit in
+  order, so a feed consumer asking for cursors after its last one misses and repeats none.
+  An unchanged customer, a dry run and a refused record write no event.
 - **Emails change hands in one step.** Within a batch, an email one customer gives up
   can go to another (swaps and rotations included): the merge frees such emails before
   writing, in the same transaction, so neither the unique email index nor a reader ever
@@ -28,15 +34,24 @@ keeps four promises:
 from dataclasses import dataclass
 from functools import cache
 
-from customers.models import Customer
+from customers.models import ChangeKind, Customer, CustomerChange
 
 CUSTOMERS = Customer._meta.db_table
+CHANGES = CustomerChange._meta.db_table
 
 # Taken by every writer of the customers table, for the length of its transaction.
 WRITE_LOCK_KEY = 7_401_553_001
 
 # Fields compared and copied on update: everything the source owns except the key and created_at.
 CHANGEABLE = tuple(name for name in Customer.SOURCE_FIELDS if name not in ("customer_id", "created_at"))
+
+
+# Bit of each field in CustomerChange.changed; an insertion names them all.
+_BITS = {name: 1 << bit for bit, name in enumerate(CustomerChange.CHANGE_FIELDS)}
+_ALL_BITS = sum(_BITS.values())
+_STATE = ", ".join(CustomerChange.STATE_FIELDS)
+# The next cursor is this plus the change's rank in its statement; read under the write lock.
+_HEAD = f"(SELECT coalesce(max(cursor), 0) AS top FROM {CHANGES}) head"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +121,20 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     # customer known, does it differ); the update and the insert both work from that instead
     # of probing again (docs/benchmarks.md has the cost of each probe). Only changed rows are
     # looked up a second time, by the update itself.
+    # `mask` says which fields differ (one bit each, CustomerChange.changed): it replaces the
+    # row comparison rather than adding to it, so the change feed costs an unchanged row nothing.
+    mask = " + ".join(
+        f"CASE WHEN c.{field} IS DISTINCT FROM t.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
+    )
     return f"""/* customers.merge_staged */
 WITH pending AS (
-    SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
-           c.customer_id IS NOT NULL AND ({row_of("c")} IS DISTINCT FROM {row_of("t")} OR c.deleted_at IS NOT NULL)
-               AS changed
-    FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-    WHERE {_pending("t", listed)}
+    SELECT s.*, s.known AND (s.mask <> 0 OR s.restoring) AS changed
+    FROM (
+        SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
+               c.created_at AS first_created_at, {mask} AS mask
+        FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+        WHERE {_pending("t", listed)}
+    ) s
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now(),
@@ -127,6 +149,15 @@ WITH pending AS (
     FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
     WHERE NOT p.known
     RETURNING 1
+), changes AS (
+    INSERT INTO {CHANGES} (cursor, kind, customer_id, run_id, at, changed, {_STATE})
+    SELECT head.top + row_number() OVER (ORDER BY p.position),
+           CASE WHEN NOT p.known THEN '{ChangeKind.INSERTED}' WHEN p.restoring THEN '{ChangeKind.RESTORED}'
+                ELSE '{ChangeKind.UPDATED}' END,
+           p.customer_id, p.run_id, statement_timestamp(), CASE WHEN p.known THEN p.mask ELSE {_ALL_BITS} END,
+           {", ".join(f"p.{field}" for field in CHANGEABLE)}, coalesce(p.first_created_at, p.created_at)
+    FROM pending p CROSS JOIN {_HEAD}
+    WHERE p.changed OR NOT p.known
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending),
        (SELECT count(*) FROM pending WHERE restoring)
@@ -156,8 +187,17 @@ def _deletion_sql(doomed: str, *, count: bool) -> str:
 SELECT count(*) FROM {CUSTOMERS} c WHERE c.deleted_at IS NULL AND ({doomed})
 """
     return f"""/* customers.delete_customers */
-UPDATE {CUSTOMERS} c SET deleted_at = now(), deleted_by_run = %(deleting_run)s
-WHERE c.deleted_at IS NULL AND ({doomed})
+WITH gone AS (
+    UPDATE {CUSTOMERS} c SET deleted_at = now(), deleted_by_run = %(deleting_run)s
+    WHERE c.deleted_at IS NULL AND ({doomed})
+    RETURNING c.customer_id, c.seq
+), changes AS (
+    INSERT INTO {CHANGES} (cursor, kind, customer_id, run_id, at, changed)
+    SELECT head.top + row_number() OVER (ORDER BY g.seq), '{ChangeKind.DELETED}', g.customer_id,
+           %(deleting_run)s, statement_timestamp(), 0
+    FROM gone g CROSS JOIN {_HEAD}
+)
+SELECT count(*) FROM gone
 """
 
 
@@ -176,7 +216,7 @@ def delete_customers(cursor, *, doomed: str, params: dict, run_id: int) -> int:
     """
     lock_writers(cursor)
     cursor.execute(_deletion_sql(doomed, count=False), params | {"deleting_run": run_id})
-    return cursor.rowcount
+    return cursor.fetchone()[0]
 
 
 def merge_staged(
@@ -206,3 +246,43 @@ def merge_staged(
     cursor.execute(statement, params)
     inserted, updated, pending, restored = cursor.fetchone()
     return MergeCounts(inserted=inserted, updated=updated, unchanged=pending - inserted - updated, restored=restored)
+
+
+_NO_STATE = ", ".join(f"{field} = NULL" for field in CustomerChange.STATE_FIELDS)
+
+# What an erased person's row keeps: its `seq` (the listing's dense key) and `created_at`, under
+# a new random id, as a deleted slot nobody's data is in; every event of the person loses all
+# but its cursor, kind and time. Parameters: %(id)s.
+_ERASE_SQL = (
+    f"""/* customers.erase_customer */
+UPDATE {CUSTOMERS} SET customer_id = gen_random_uuid(), first_name = '', last_name = '', email = '',
+    phone = NULL, address = NULL, date_of_birth = NULL, account_balance = NULL, updated_at = now(),
+    deleted_at = coalesce(deleted_at, now()), deleted_by_run = NULL, erased_at = now()
+WHERE customer_id = %(id)s
+""",
+    f"""/* customers.erase_customer: events */
+UPDATE {CHANGES} SET customer_id = NULL, changed = 0, {_NO_STATE}
+WHERE customer_id = %(id)s
+""",
+)
+_ERASED_EVENT_SQL = f"""/* customers.erase_customer: the erased event */
+INSERT INTO {CHANGES} (cursor, kind, customer_id, at, changed)
+SELECT head.top + 1, '{ChangeKind.ERASED}', %(id)s, statement_timestamp(), 0 FROM {_HEAD}
+"""
+
+
+def erase_customer(cursor, *, customer_id) -> dict[str, int]:
+    """Remove a person from the customers table and every change event; the rows changed in each.
+
+    The feed keeps the events as tombstones (so cursors stay gapless) and gains one `erased`
+    event naming the id, which tells consumers to erase their copies. Takes the write lock.
+    """
+    lock_writers(cursor)
+    params = {"id": customer_id}
+    removed = {}
+    for table, statement in zip(("customers", "events"), _ERASE_SQL, strict=True):
+        cursor.execute(statement, params)
+        removed[table] = cursor.rowcount
+    if any(removed.values()):
+        cursor.execute(_ERASED_EVENT_SQL, params)
+    return removed

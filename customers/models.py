@@ -60,6 +60,9 @@ class Customer(models.Model):
     deleted_by_run = models.PositiveBigIntegerField(
         null=True, blank=True, editable=False, help_text="The ingestion run that deleted it."
     )
+    # An erased person's row stays as an anonymous deleted slot (a new random id, no personal
+    # data) so `seq` stays dense; customers/merge.py, `erase_customer`.
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When its person was erased.")
 
     objects = CustomerQuerySet.as_manager()
 
@@ -78,6 +81,7 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["seq"]
+        permissions = [("erase_customer", "Can erase a customer's personal data")]
         constraints = [
             # Among live customers only: a deleted customer does not hold its email against a
             # live one (an account re-created upstream under a new id keeps its address).
@@ -110,3 +114,60 @@ class Customer(models.Model):
 
     def __str__(self):
         return f"{self.first_name} {self.last_name} ({self.customer_id})"
+
+
+class ChangeKind(models.TextChoices):
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    RESTORED = "restored"
+    ERASED = "erased"
+
+
+class CustomerChange(models.Model):
+    """One change to one customer: the change feed's event and the customer's version after it.
+
+    Written only by customers/merge.py, in the statement that makes the change, under the
+    write lock: `cursor` numbers changes densely (1..N) in commit order, so a consumer that
+    asks for cursors after the last one it saw never misses or repeats one. The state
+    columns hold every source field after the change (none for a deletion or an erasure).
+    Once its person is erased, an event keeps its cursor, kind and time and loses the rest.
+    """
+
+    cursor = models.BigIntegerField(primary_key=True)
+    kind = models.CharField(max_length=8, choices=ChangeKind)
+    customer_id = models.UUIDField(null=True, blank=True, help_text="Empty once its person was erased.")
+    run_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="The ingestion run that made it.")
+    at = models.DateTimeField(help_text="When the change was written.")
+    # Bit i is CHANGE_FIELDS[i]: one small integer instead of an array of names on every row.
+    changed = models.PositiveSmallIntegerField(default=0)
+    first_name = models.CharField(max_length=100, null=True)  # noqa: DJ001 - NULL: no state (deleted, erased)
+    last_name = models.CharField(max_length=100, null=True)  # noqa: DJ001
+    email = models.CharField(max_length=255, null=True)  # noqa: DJ001
+    phone = models.CharField(max_length=20, null=True)  # noqa: DJ001
+    address = models.TextField(null=True)  # noqa: DJ001
+    date_of_birth = models.DateField(null=True)
+    account_balance = models.DecimalField(max_digits=15, decimal_places=2, null=True)
+    created_at = models.DateTimeField(null=True)
+
+    # The fields a change can name, in bit order: what an update may change, then created_at (set once).
+    CHANGE_FIELDS = (
+        *(name for name in Customer.SOURCE_FIELDS if name not in ("customer_id", "created_at")),
+        "created_at",
+    )
+    STATE_FIELDS = CHANGE_FIELDS
+
+    class Meta:
+        ordering = ["cursor"]
+        indexes = [models.Index(fields=["customer_id", "cursor"], name="customerchange_customer_idx")]
+
+    def __str__(self):
+        return f"{self.cursor}: {self.kind} {self.customer_id or '(erased)'}"
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [name for bit, name in enumerate(self.CHANGE_FIELDS) if self.changed & (1 << bit)]
+
+    @property
+    def has_state(self) -> bool:
+        return self.created_at is not None

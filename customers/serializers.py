@@ -1,8 +1,9 @@
 from datetime import UTC
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from customers.models import Customer
+from customers.models import Customer, CustomerChange
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -12,10 +13,14 @@ class UTCDateTimeField(serializers.DateTimeField):
     never skips the row it came from.
     """
 
+    def __init__(self, *args, precise: bool = False, **kwargs):
+        self.format_string = "%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ"
+        super().__init__(*args, **kwargs)
+
     def to_representation(self, value):
         if value is None:
             return None
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.astimezone(UTC).strftime(self.format_string)
 
 
 class CustomerSerializer(serializers.ModelSerializer):
@@ -54,6 +59,37 @@ class CustomerWithDeletionSerializer(CustomerSerializer):
         read_only_fields = fields
 
 
+class CustomerStateSerializer(CustomerSerializer):
+    """A customer's source fields as one version left them (the change feed's `customer`)."""
+
+    class Meta(CustomerSerializer.Meta):
+        fields = list(Customer.SOURCE_FIELDS)
+        read_only_fields = fields
+
+
+class CustomerChangeSerializer(serializers.ModelSerializer):
+    """One version of a customer: the change that made it, and the source fields after it."""
+
+    at = UTCDateTimeField(
+        precise=True, read_only=True, help_text="When the change was written, UTC, to the microsecond."
+    )
+    changed_fields = serializers.ListField(child=serializers.CharField(), read_only=True)
+    customer = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CustomerChange
+        fields = ["cursor", "kind", "customer_id", "run_id", "at", "customer", "changed_fields"]
+        read_only_fields = fields
+
+    @extend_schema_field(CustomerStateSerializer(allow_null=True))
+    def get_customer(self, change):
+        if not change.has_state:
+            return None
+        return CustomerStateSerializer(
+            {"customer_id": change.customer_id, **{f: getattr(change, f) for f in change.STATE_FIELDS}}
+        ).data
+
+
 class CustomerReadOptions(serializers.Serializer):
     """Query parameters every customer read accepts, the listing and a customer's own URL alike."""
 
@@ -62,5 +98,18 @@ class CustomerReadOptions(serializers.Serializer):
         help_text=(
             "`true` also returns customers the upstream no longer has (soft-deleted), with their "
             "`deleted_at`; by default they are left out, and a deleted customer's URL is a 404."
+        ),
+    )
+
+
+class CustomerDetailOptions(CustomerReadOptions):
+    """Query parameters of a customer's own URL: those of every read, and `as_of`."""
+
+    as_of = serializers.DateTimeField(
+        required=False,
+        help_text=(
+            "A customer's own URL only: the customer as it was at this time (ISO 8601; UTC unless it says), "
+            "from its history. 404 if it did not exist then or was deleted then; 410 if that version was "
+            "pruned (INGESTION_CHANGES_RETENTION_DAYS). Needs the change feed's permission."
         ),
     )

@@ -8,13 +8,23 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
-from ingestion import deletions, runs, tasks
+from customers.models import Customer
+from ingestion import deletions, erasure, runs, tasks
 from ingestion.deletions import held_notice
-from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunMode, RunTrigger
+from ingestion.models import (
+    ACTIVE_STATUSES,
+    Erasure,
+    ErasureDoor,
+    IngestFailure,
+    IngestRun,
+    RunMode,
+    RunTrigger,
+)
 from ingestion.reporting import cancelled_keeps
 from ingestion.serializers import PERSONAL_FIELDS, mask
 
@@ -174,3 +184,53 @@ class IngestFailureAdmin(ReadOnlyAdmin):
 
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+# An erasure takes one transaction per customer; a selection larger than this is refused.
+ERASE_AT_ONCE = 100
+
+
+@admin.action(description="Erase selected customers' personal data", permissions=["erase"])
+def erase_customers(modeladmin, request, queryset):
+    """Confirm, then erase each selected customer (ingestion/erasure.py) and say how many."""
+    selected = list(queryset.values_list("customer_id", flat=True)[: ERASE_AT_ONCE + 1])
+    if len(selected) > ERASE_AT_ONCE:
+        modeladmin.message_user(request, f"Select at most {ERASE_AT_ONCE} customers to erase.", messages.ERROR)
+        return None
+    if request.POST.get("confirmed") != "yes":
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "opts": modeladmin.model._meta,
+            "title": "Erase customers",
+            "selected": selected,
+            "count": len(selected),
+        }
+        return TemplateResponse(request, "admin/customers/customer/erase_confirmation.html", context)
+    reason = request.POST.get("reason", "")[:1000]
+    for customer_id in selected:
+        erasure.erase(customer_id, by=request.user.get_username(), door=ErasureDoor.ADMIN, reason=reason)
+    modeladmin.message_user(
+        request,
+        f"Erased {len(selected)} customer(s); their ids are suppressed from later ingestions.",
+        messages.SUCCESS,
+    )
+    return None
+
+
+# customers does not import ingestion, where erasure lives: the action joins the customer admin from here.
+_customer_admin = admin.site.get_model_admin(Customer)
+_customer_admin.actions = [*(_customer_admin.actions or []), erase_customers]
+
+
+@admin.register(Erasure)
+class ErasureAdmin(ReadOnlyAdmin):
+    """The erasure audit: who erased (or lifted) what, when and why; the person only as a keyed hash."""
+
+    list_display = ["id", "action", "at", "requested_by", "door", "reason", "short_subject"]
+    list_filter = ["action", "door"]
+    search_fields = ["=subject", "requested_by"]
+    readonly_fields = ["action", "subject", "requested_by", "door", "reason", "at", "removed"]
+
+    @admin.display(description="subject")
+    def short_subject(self, entry):
+        return f"{entry.subject[:12]}…"

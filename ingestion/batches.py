@@ -20,7 +20,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from customers import merge
-from ingestion import watermarks
+from ingestion import erasure, watermarks
 from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
 from ingestion.models import FailureReason, IngestFailure, IngestRun, StagedCustomer
@@ -141,10 +141,12 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
         cursor.execute("SET LOCAL synchronous_commit = off")
         # Before classifying: the email checks read customers, so no other writer may move them.
         merge.lock_writers(cursor)
+        # Under the lock, so an erasure is either seen here or removes what this batch writes.
+        valid, rejected, suppressed = erasure.without_suppressed(batch.valid, batch.rejected)
         with _step(on_step, "copy"):
-            stage_rows(cursor, run_id=run.pk, rows=batch.valid, staged_at=now)
+            stage_rows(cursor, run_id=run.pk, rows=valid, staged_at=now)
         with _step(on_step, "rejections"):
-            invalid = record_rejections(run.pk, batch.rejected)
+            invalid = record_rejections(run.pk, rejected)
         with _step(on_step, "classify"):
             classified = classify_batch(cursor, **span)
         with _step(on_step, "merge"):
@@ -162,6 +164,7 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
         # it is a read of a customer the batch reads again.
         "duplicates": refused.get("duplicate", 0) + refused.get("superseded", 0),
         "conflicts": refused.get("email_conflict", 0),
+        "suppressed": suppressed,
     }
     if sum(value for name, value in counts.items() if name != "fetched") != counts["fetched"]:
         raise AssertionError(f"Counters do not add up for run {run.pk}: {counts}")

@@ -65,7 +65,7 @@ class IngestRun(models.Model):
     """One ingestion run: its status, progress and counters.
 
     Every fetched record ends in exactly one counter, so
-    fetched == inserted + updated + unchanged + invalid + conflicts + duplicates.
+    fetched == inserted + updated + unchanged + invalid + conflicts + duplicates + suppressed.
     Counters and `last_committed_page` are written in the same transaction as the
     rows they describe, which is what makes a resumed run exact.
     """
@@ -97,6 +97,7 @@ class IngestRun(models.Model):
     invalid = models.PositiveBigIntegerField(default=0)
     conflicts = models.PositiveBigIntegerField(default=0)
     duplicates = models.PositiveBigIntegerField(default=0)
+    suppressed = models.PositiveBigIntegerField(default=0, help_text="Records of erased customers, skipped.")
     retries = models.PositiveIntegerField(default=0)
     # Beside the records' invariant: `restored` customers are also counted in `updated`.
     deleted = models.PositiveBigIntegerField(default=0)
@@ -128,7 +129,7 @@ class IngestRun(models.Model):
 
     objects = IngestRunQuerySet.as_manager()
 
-    COUNTERS = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates")
+    COUNTERS = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates", "suppressed")
 
     class Meta:
         ordering = ["-id"]
@@ -270,3 +271,46 @@ class StagedCustomer(models.Model):
 
     def __str__(self):
         return f"{self.customer_id} (run {self.run_id}, page {self.page})"
+
+
+class ErasureAction(models.TextChoices):
+    ERASED = "erased"
+    LIFTED = "lifted"
+
+
+class ErasureDoor(models.TextChoices):
+    COMMAND = "command"
+    API = "api"
+    ADMIN = "admin"
+
+
+class Erasure(models.Model):
+    """The audit entry of an erasure, or of the lifting of its suppression: who, when, why; no personal data.
+
+    The person is named only by `subject`, the keyed hash the suppression list uses.
+    """
+
+    action = models.CharField(max_length=8, choices=ErasureAction, default=ErasureAction.ERASED)
+    subject = models.CharField(max_length=64, db_index=True, help_text="Keyed hash of the customer id.")
+    requested_by = models.CharField(max_length=255)
+    door = models.CharField(max_length=8, choices=ErasureDoor)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+    removed = models.JSONField(default=dict, help_text="Rows removed or scrubbed, by table.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.action} {self.subject[:12]}… by {self.requested_by}"
+
+
+class Suppression(models.Model):
+    """A customer id (as a keyed hash) that ingestions skip, counted as `suppressed`, until it is lifted."""
+
+    subject = models.CharField(max_length=64, primary_key=True)
+    erasure = models.ForeignKey(Erasure, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"suppressed {self.subject[:12]}…"

@@ -10,3 +10,13 @@ class CanStartIngestion(BasePermission):
     def has_permission(self, request, view):
         user = request.user
         return bool(user and user.is_authenticated and user.has_perm("ingestion.start_ingestion"))
+
+
+class CanEraseCustomers(BasePermission):
+    """Erasing a customer needs `customers.erase_customer` (`customers:erase` for an API key)."""
+
+    message = "Erasing a customer needs the 'erase customer' permission."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("customers.erase_customer"))

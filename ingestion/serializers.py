@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ingestion.deletions import held_notice
-from ingestion.models import IngestFailure, IngestRun, RunMode
+from ingestion.models import Erasure, IngestFailure, IngestRun, RunMode
 
 
 class IngestRunSerializer(serializers.ModelSerializer):
@@ -110,3 +110,19 @@ class IngestRequestSerializer(serializers.Serializer):
         help_text="`full` walks every record and then deletes what the upstream no longer lists; `incremental` "
         "reads what changed since the watermark, and the upstream's tombstones (without a watermark: full).",
     )
+
+
+class ErasureRequestSerializer(serializers.Serializer):
+    customer_id = serializers.UUIDField(help_text="The customer's upstream id.")
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=1000, help_text="Why, for the audit entry."
+    )
+
+
+class ErasureSerializer(serializers.ModelSerializer):
+    """The audit entry of an erasure: no personal data, the id only as its keyed hash."""
+
+    class Meta:
+        model = Erasure
+        fields = ["id", "action", "subject", "requested_by", "door", "reason", "at", "removed"]
+        read_only_fields = fields

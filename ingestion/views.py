@@ -1,4 +1,4 @@
-"""HTTP doors onto the pipeline: start, resume, cancel and read runs and their failures."""
+"""HTTP doors onto the pipeline: start, resume, cancel and read runs and their failures; erase a customer."""
 
 from django.conf import settings
 from django.urls import reverse
@@ -18,10 +18,16 @@ from api.pagination import PageLimitPagination
 from api.permissions import ViewModelPermission
 from api.renderers import exact_decimal_renderers
 from api.schema import ErrorSerializer
-from ingestion import deletions, runs, tasks
-from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun, RunTrigger
-from ingestion.permissions import CanStartIngestion
-from ingestion.serializers import IngestFailureSerializer, IngestRequestSerializer, IngestRunSerializer
+from ingestion import deletions, erasure, runs, tasks
+from ingestion.models import ACTIVE_STATUSES, ErasureDoor, IngestFailure, IngestRun, RunTrigger
+from ingestion.permissions import CanEraseCustomers, CanStartIngestion
+from ingestion.serializers import (
+    ErasureRequestSerializer,
+    ErasureSerializer,
+    IngestFailureSerializer,
+    IngestRequestSerializer,
+    IngestRunSerializer,
+)
 
 _CONFLICT = inline_serializer(
     "ActiveRunConflict",
@@ -211,3 +217,37 @@ class IngestRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         except runs.RunRefused as refused:
             return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
         return Response(IngestRunSerializer(run).data)
+
+
+class EraseCustomerView(APIView):
+    """Erase a customer's personal data everywhere the pipeline keeps it, and suppress the id."""
+
+    permission_classes = [CanEraseCustomers]
+    throttle_scope = "erasures"
+
+    @extend_schema(
+        summary="Erase a customer",
+        description=(
+            "Removes the customer's row, staged rows, the personal data in its failure rows, history and change-feed "
+            "events (which stay as tombstones; the feed gains an `erased` event), records an audit entry and "
+            "suppresses the id: later ingestions skip it, counted as `suppressed`. Idempotent; an id we never "
+            "held is suppressed too. Needs the erase permission (`customers:erase` for an API key)."
+        ),
+        request=ErasureRequestSerializer,
+        responses={
+            200: ErasureSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="A malformed id or body."),
+        },
+    )
+    def post(self, request, customer_id: str):
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        body = ErasureRequestSerializer(data={**request.data, "customer_id": customer_id})
+        body.is_valid(raise_exception=True)
+        entry = erasure.erase(
+            body.validated_data["customer_id"],
+            by=request.user.get_username(),
+            door=ErasureDoor.API,
+            reason=body.validated_data["reason"],
+        )
+        return Response(ErasureSerializer(entry).data)

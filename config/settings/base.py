@@ -228,6 +228,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "reads": env_rate("API_THROTTLE_READS", "1200/minute"),
         "ingest": env_rate("API_THROTTLE_INGEST", "30/minute"),
+        # A consumer catching up reads up to 1,000 events a request.
+        "changes": env_rate("API_THROTTLE_CHANGES", "3000/minute"),
+        "erasures": env_rate("API_THROTTLE_ERASURES", "60/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -254,6 +257,12 @@ INGESTION_ALLOWED_HOSTS = env_list("INGESTION_ALLOWED_HOSTS", [])
 INGESTION_ALLOWED_PORTS = env_ports("INGESTION_ALLOWED_PORTS", [80, 443])
 INGESTION_ALLOW_PRIVATE_NETWORKS = env_bool("INGESTION_ALLOW_PRIVATE_NETWORKS", DEBUG)
 INGESTION_RETENTION_DAYS = env_int("INGESTION_RETENTION_DAYS", 30, minimum=1)
+# The change feed and customers' history (customers/changes.py); a consumer further behind gets a 410.
+INGESTION_CHANGES_RETENTION_DAYS = env_int("INGESTION_CHANGES_RETENTION_DAYS", 30, minimum=1)
+# Keys the hashes of erased customers' ids on the suppression list (ingestion/erasure.py). Set it
+# apart from DJANGO_SECRET_KEY: derived from it when unset, so rotating that key would lift every
+# suppression (the deploy check warns, ingestion.W001).
+INGESTION_SUPPRESSION_KEY = env_str("INGESTION_SUPPRESSION_KEY")
 INGESTION_PAGE_SIZE = env_int("INGESTION_PAGE_SIZE", 100, minimum=1)
 if INGESTION_PAGE_SIZE > 100:
     raise ImproperlyConfigured("INGESTION_PAGE_SIZE must be between 1 and 100 (the upstream's page limit).")

@@ -97,7 +97,8 @@ def api_data(db, settings, monkeypatch):
     # `?wait=` must not hold a request open while nobody runs the queued run.
     settings.INGESTION_MAX_WAIT_SECONDS = 0
     # Throttling has its own tests; here every generated request must reach the view.
-    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", {"reads": "100000/minute", "ingest": "100000/minute"})
+    rates = dict.fromkeys(("reads", "ingest", "changes", "erasures"), "100000/minute")
+    monkeypatch.setattr(ScopedWindowThrottle, "THROTTLE_RATES", rates)
     # So is the lockout: generated Authorization headers are failed token checks from one address.
     settings.ACCOUNTS_LOCKOUT_FAILURES = 1_000_000
     # The test transaction is the requests' connection: as Django's test client does, keep

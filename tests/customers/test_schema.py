@@ -50,7 +50,7 @@ def test_list_documents_pagination_and_filters(schema):
     [
         ("/api/customers", {"200", "400", "401", "403", "429"}),
         # 400: a bad include_deleted.
-        ("/api/customers/{customer_id}", {"200", "400", "401", "403", "404", "429"}),
+        ("/api/customers/{customer_id}", {"200", "400", "401", "403", "404", "410", "429"}),
     ],
 )
 def test_error_responses_are_documented(schema, path, codes):

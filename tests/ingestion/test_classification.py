@@ -129,7 +129,8 @@ def test_a_different_later_read_of_an_id_wins_and_the_earlier_is_recorded_supers
     run = ingest(FakeUpstream(source), page_size=2)
     # Batch 1 inserts the first read and counts the identical repeat; batch 2's read updates it.
     assert run.counters() == {
-        "fetched": 6, "inserted": 4, "updated": 1, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 1,
+        "fetched": 6, "inserted": 4, "updated": 1, "unchanged": 0, "invalid": 0, "conflicts": 0,
+        "duplicates": 1, "suppressed": 0,
     }  # fmt: skip
     assert Customer.objects.get(customer_id=first["customer_id"]).first_name == "Changed"
     assert failures(run) == [("superseded", 1, 1)]

@@ -28,7 +28,8 @@ def test_first_run_inserts_every_record_with_counters_that_add_up(ingest):
     run = ingest(FakeUpstream(source), page_size=100)
     assert run.status == "succeeded"
     assert run.counters() == {
-        "fetched": 250, "inserted": 250, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
+        "fetched": 250, "inserted": 250, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0,
+        "duplicates": 0, "suppressed": 0,
     }  # fmt: skip
     assert (run.pages_done, run.pages_expected, run.records_expected) == (3, 3, 250)
     assert Customer.objects.count() == 250
@@ -176,7 +177,8 @@ def resumable_source() -> list[dict]:
 def assert_ends_like_the_uninterrupted_run_of_resumable_source(run) -> None:
     assert run.status == "succeeded"
     assert run.counters() == {
-        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
+        "fetched": 46, "inserted": 44, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0,
+        "duplicates": 1, "suppressed": 0,
     }  # fmt: skip
     assert Customer.objects.count() == 44
     assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 45))
@@ -449,7 +451,8 @@ def test_a_run_cancelled_between_batches_stops_at_its_next_page_keeping_what_it_
     assert (finished.status, finished.error) == ("cancelled", "Cancelled by an operator.")
     assert finished.finished_at == cancelled[0].finished_at  # the execution did not finish it again
     assert finished.counters() == {
-        "fetched": 20, "inserted": 19, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 0,
+        "fetched": 20, "inserted": 19, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0,
+        "duplicates": 0, "suppressed": 0,
     }  # fmt: skip
     assert finished.last_committed_page == 2
     assert (Customer.objects.count(), IngestFailure.objects.count()) == (19, 1)
@@ -477,7 +480,8 @@ def test_a_cancel_landing_while_a_batch_is_written_rolls_that_batch_back(setting
 
     assert finished.status == "cancelled"
     assert finished.counters() == {
-        "fetched": 20, "inserted": 20, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0, "duplicates": 0,
+        "fetched": 20, "inserted": 20, "updated": 0, "unchanged": 0, "invalid": 0, "conflicts": 0,
+        "duplicates": 0, "suppressed": 0,
     }  # fmt: skip
     assert finished.last_committed_page == 2
     assert Customer.objects.count() == 20

@@ -36,7 +36,7 @@ def test_summary_line_adds_up_and_names_the_error():
     )  # fmt: skip
     assert summary_line(run) == (
         "Run 7 failed in 4.0 s: fetched 10 = inserted 6 + updated 0 + unchanged 1 + invalid 2 + conflicts 1"
-        " + duplicates 0; pages 1/2; retries 3. Error: Page 2: gave up"
+        " + duplicates 0 + suppressed 0; pages 1/2; retries 3. Error: Page 2: gave up"
     )
 
 
@@ -47,7 +47,7 @@ def test_summary_line_of_a_cancelled_run_says_it_was_cancelled_and_when():
     )  # fmt: skip
     assert summary_line(run) == (
         "Run 7 was cancelled after 4.0 s: fetched 20 = inserted 20 + updated 0 + unchanged 0 + invalid 0"
-        " + conflicts 0 + duplicates 0; pages 2/5; retries 0. Error: Cancelled by an operator."
+        " + conflicts 0 + duplicates 0 + suppressed 0; pages 2/5; retries 0. Error: Cancelled by an operator."
     )
     never_started = make_run(status="cancelled", started_at=None, error="Cancelled by an operator.")
     assert summary_line(never_started).startswith("Run 7 was cancelled before it started: fetched 0 = ")

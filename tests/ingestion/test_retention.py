@@ -61,7 +61,7 @@ def test_prune_command_reports_what_it_deleted():
     add_rows(make_run("succeeded", 100), count=2)
     out = StringIO()
     call_command("prune_ingestion", "--days", "30", stdout=out)
-    assert out.getvalue().strip() == "Deleted 2 staged rows and 2 failure rows."
+    assert out.getvalue().strip() == "Deleted 2 staged rows, 2 failure rows and 0 change-feed events."
 
 
 def test_prune_command_refuses_negative_days():

@@ -7,21 +7,30 @@ A small upstream served over HTTP by a real mocksource evolves by random steps: 
 (several sharing one `updated_at`, so cursor ties), changed "late" (dated before the watermark,
 inside INGESTION_LOOKBACK), emails swapped, an email taken by a second record (one of the two
 is refused) and let go again, records deleted with a tombstone, deleted ids re-created,
-records made invalid and valid again, new records. After each step one run, full or
-incremental. The mass-deletion guard is set out of the way here (its own tests are in
+records made invalid and valid again, new records; and on our side, customers erased (the
+upstream keeps them: later runs must skip them). After each step one run, full or
+incremental. After each run, replaying the change feed from its start rebuilds the live
+table, and at the end, `as_of` every earlier moment rebuilds the table as it was then. The mass-deletion guard is set out of the way here (its own tests are in
 test_deletions.py): a random walk deletes large fractions of a 6-record table on purpose.
 """
 
+import json
+import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from customers import changes
 from customers.models import Customer
-from ingestion.models import IngestFailure
+from customers.serializers import CustomerStateSerializer
+from ingestion import erasure
+from ingestion.models import ErasureDoor, IngestFailure
 from mocksource.dataset import write_dataset
 from tests.ingestion.test_deletions import _START, adds_up, ingest
 from tests.records import record
@@ -32,7 +41,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STEPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["change", "late", "swap", "clash", "move", "delete", "recreate", "invalidate", "add", "nothing"]
+            ["change", "late", "swap", "clash", "move", "delete", "recreate", "invalidate", "add", "erase", "nothing"]
         ),
         st.integers(min_value=0, max_value=1000),
         st.sampled_from(["full", "incremental"]),
@@ -49,6 +58,7 @@ class Model:
         self.clock = _START
         self.live = {index: self._dated(record(index)) for index in range(6)}
         self.tombstones, self.next_index, self.deleted = [], 6, []
+        self.erased: set[str] = set()  # ids erased on our side, still upstream
 
     def _dated(self, data: dict, when=None) -> dict:
         return {**data, "updated_at": (when or self.clock).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -92,16 +102,54 @@ class Model:
         elif kind == "add":
             self.live[self.next_index] = self._dated(record(self.next_index))
             self.next_index += 1
+        elif kind == "erase":
+            customer_id = self.live[chosen]["customer_id"]
+            self.erased.add(customer_id)
+            erasure.erase(uuid.UUID(customer_id), by="property test", door=ErasureDoor.COMMAND)
 
     def current(self) -> dict[str, dict]:
-        return {r["customer_id"]: r for r in self.live.values()}
+        """What the copy should hold: the upstream's live records but the erased."""
+        return {r["customer_id"]: r for r in self.live.values() if r["customer_id"] not in self.erased}
 
 
 FIELDS = ("customer_id", "first_name", "last_name", "email")
+# Every source field, as the API writes it, for the feed and history checks.
+STATE = CustomerStateSerializer.Meta.fields
 
 
 def _copy() -> dict[str, tuple]:
     return {str(c.customer_id): tuple(str(getattr(c, name)) for name in FIELDS) for c in Customer.objects.live()}
+
+
+def _table() -> dict[str, dict]:
+    return {str(c.customer_id): CustomerStateSerializer(c).data for c in Customer.objects.live()}
+
+
+def _replayed_feed() -> dict[str, dict]:
+    """The table a consumer rebuilds by following the feed from its start, a few events a page."""
+    table, after = {}, 0
+    while True:
+        page = json.loads(changes.feed_page(after=after, limit=7).body, parse_float=Decimal)
+        for event in page["data"]:
+            assert event["cursor"] == after + 1, "a gap or a repeat in the cursors"
+            after = event["cursor"]
+            if event["customer_id"] is None:  # a tombstone of an erased person; its `erased` event follows
+                continue
+            if event["kind"] in ("deleted", "erased"):
+                table.pop(event["customer_id"], None)
+            else:
+                table[event["customer_id"]] = event["customer"]
+        if page["next"] == after and not page["data"]:
+            return table
+
+
+def _as_of(moment, ids) -> dict[str, dict]:
+    table = {}
+    for customer_id in ids:
+        state = changes.version_at(uuid.UUID(customer_id), moment)
+        if state is not None:
+            table[customer_id] = CustomerStateSerializer(state).data
+    return table
 
 
 def _rejected_as_sent(current: dict[str, dict]) -> set[str]:
@@ -147,6 +195,7 @@ def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_up
     model = Model()
     write_dataset(model.live.values(), path, tombstones=model.tombstones)
     ingest("--source-url", base_url, "--mode", "full")
+    tables = [(timezone.now(), _table())]
 
     for kind, pick, mode in steps:
         model.step(kind, pick)
@@ -162,6 +211,9 @@ def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_up
             k: v for k, v in expected.items() if k not in rejected
         }, (kind, mode, output, steps)
         assert set(copy) <= set(expected)
+        # The feed, replayed from the start, is the live table: no change missed or repeated.
+        assert _replayed_feed() == _table(), (kind, mode, output, steps)
+        tables.append((timezone.now(), _table()))
         # Converged: a full run now, against the same quiet upstream, writes nothing. After an
         # incremental run that is the full reconciliation agreeing with it. Only for an upstream
         # that does not contradict itself: while two of its records share an email, which one
@@ -171,3 +223,9 @@ def test_any_sequence_of_generations_and_runs_ends_with_the_copy_equal_to_the_up
             check, output = ingest("--source-url", base_url, "--mode", "full")
             writes = {name: getattr(check, name) for name in ("inserted", "updated", "deleted", "restored")}
             assert writes == dict.fromkeys(writes, 0), (kind, mode, output, steps)
+
+    # History: as of each moment a run ended, the table as it was then (the erased are gone from it).
+    ever = {customer_id for _, table in tables for customer_id in table} - model.erased
+    for moment, table in tables:
+        then = {customer_id: state for customer_id, state in table.items() if customer_id not in model.erased}
+        assert _as_of(moment, ever) == then, (moment, steps)

@@ -133,7 +133,8 @@ def test_worker_killed_mid_run_is_noticed_then_resumed_to_the_same_end_state(tmp
         resumed = pipeline.execute_run(run.pk)
     assert resumed.status == "succeeded"
     assert resumed.counters() == {
-        "fetched": 401, "inserted": 399, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0, "duplicates": 1,
+        "fetched": 401, "inserted": 399, "updated": 0, "unchanged": 0, "invalid": 1, "conflicts": 0,
+        "duplicates": 1, "suppressed": 0,
     }  # fmt: skip
     assert Customer.objects.count() == 399
     assert list(Customer.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 400))
