@@ -10,8 +10,9 @@ is refused) and let go again, records deleted with a tombstone, deleted ids re-c
 records made invalid and valid again, new records; and on our side, customers erased (the
 upstream keeps them: later runs must skip them). After each step one run, full or
 incremental. After each run, replaying the change feed from its start rebuilds the live
-table, and at the end, `as_of` every earlier moment rebuilds the table as it was then. The mass-deletion guard is set out of the way here (its own tests are in
-test_deletions.py): a random walk deletes large fractions of a 6-record table on purpose.
+table, and at the end, `as_of` every earlier moment rebuilds the table as it was then.
+The mass-deletion guard is set out of the way here (its own tests are in test_deletions.py):
+a random walk deletes large fractions of a 6-record table on purpose.
 """
 
 import json
