@@ -47,6 +47,7 @@ check-deploy: install-dev
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=false DJANGO_HTTPS=true DJANGO_HSTS_PRELOAD=true \
 	DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
+	INGESTION_SUPPRESSION_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
 	DJANGO_ADMIN_URL=staff-console/ $(PY) manage.py check --deploy --fail-level WARNING
 
 ci: test lint check-deploy

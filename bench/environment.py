@@ -21,6 +21,7 @@ RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench"
 
 CUSTOMERS = "customers_customer"
+CHANGES = "customers_customerchange"
 # Everything a run writes; emptied between scenarios (CASCADE reaches no other table).
 RUN_TABLES = ("ingestion_stagedcustomer", "ingestion_ingestfailure", "ingestion_ingestrun")
 
@@ -98,7 +99,8 @@ def connect(database_url: str) -> psycopg.Connection:
 
 
 def empty_run_tables(database_url: str, *, customers: bool) -> None:
-    tables = (*RUN_TABLES, CUSTOMERS) if customers else RUN_TABLES
+    # The change feed goes with the customers it describes: a cold run starts from an empty feed.
+    tables = (*RUN_TABLES, CUSTOMERS, CHANGES) if customers else RUN_TABLES
     with connect(database_url) as conn:
         conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 

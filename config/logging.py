@@ -40,6 +40,7 @@ SAFE_EXTRA_KEYS = frozenset(
         "events",
         "staged",
         "staged_others",
+        "tombstones",
         "failures",
         "admin_log",
         "retried",

@@ -82,7 +82,11 @@ class CustomerFilter(django_filters.FilterSet):
     updated_since = DateTimeFilter(
         field_name="updated_at",
         lookup_expr="gte",
-        help_text="ISO 8601 date-time; changed at or after it. Never-changed customers are left out.",
+        help_text=(
+            "ISO 8601 date-time; changed at or after it. Never-changed (new) customers are left out, and "
+            "`updated_at` is when its transaction started, so polling with it can miss changes: follow "
+            "GET /api/changes instead."
+        ),
     )
     ordering = django_filters.ChoiceFilter(
         method="filter_ordering",

@@ -132,13 +132,6 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
     """The batch's rows through every step, on one cursor; its counters, which add up to its size."""
     span = {"run_id": run.pk, "first": batch.first_position, "last": batch.last_position}
     with connection.cursor() as cursor:
-        # Do not wait for the WAL flush (its cost is in docs/benchmarks.md). The batch and the
-        # run's progress commit together, so a commit lost in a server crash loses both and the
-        # resume redoes the batch. Readers may see a batch for the moment before it is durable;
-        # after a crash it is gone until the resume writes it again. Later synchronous commits
-        # (heartbeats, the run's finish) flush every batch before them, so a run reported
-        # finished is durable.
-        cursor.execute("SET LOCAL synchronous_commit = off")
         # Before classifying: the email checks read customers, so no other writer may move them.
         merge.lock_writers(cursor)
         # Under the lock, so an erasure is either seen here or removes what this batch writes.
@@ -151,6 +144,13 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
             classified = classify_batch(cursor, **span)
         with _step(on_step, "merge"):
             merged = merge.merge_staged(cursor, staged_table=STAGED, dry_run=run.dry_run, **span)
+        if not merged.inserted and not merged.updated:
+            # Nothing a reader can see changed (no customer, no change-feed event): do not wait
+            # for the WAL flush (its cost is in docs/benchmarks.md). The batch and the run's
+            # progress commit together, so a commit lost in a server crash loses both and the
+            # resume redoes the batch. A batch that wrote changes waits: a feed consumer may
+            # read its events the moment it commits, and they must never un-happen.
+            cursor.execute("SET LOCAL synchronous_commit = off")
         with _step(on_step, "conflicts"):
             record_conflicts(cursor, **span, also=classified.overtaken)
     refused = classified.refused

@@ -6,7 +6,7 @@ between the steps, and none after them can bring the person back unseen), it:
 
 - anonymises the customer's row and scrubs its change events (customers.merge.erase_customer;
   the feed gains an `erased` event so consumers erase their copies);
-- deletes its staged rows, and scrubs the raw payload of its failure rows and of any other
+- deletes its staged rows and tombstones, and scrubs the raw payload of its failure rows and of any other
   record that carried its email (a record refused for taking it, say);
 - puts the id on the suppression list, as a keyed hash (INGESTION_SUPPRESSION_KEY), and
   records an audit entry: who, when, why, what was removed; no personal data.
@@ -33,7 +33,7 @@ from django.db.models.functions import Lower
 from customers import merge
 from customers.models import Customer, CustomerChange
 from ingestion.failures import RejectedRecord
-from ingestion.models import Erasure, ErasureAction, IngestFailure, StagedCustomer, Suppression
+from ingestion.models import Erasure, ErasureAction, IngestFailure, StagedCustomer, StagedTombstone, Suppression
 from ingestion.staging import StagedRow
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def erase(customer_id: uuid.UUID, *, by: str, door: str, reason: str = "") -> Er
         emails = _emails_of(customer_id)
         removed = merge.erase_customer(cursor, customer_id=customer_id)
         removed["staged"] = StagedCustomer.objects.filter(customer_id=customer_id).delete()[0]
+        removed["tombstones"] = StagedTombstone.objects.filter(customer_id=customer_id).delete()[0]
         # Another record that carried the email (refused for taking it) keeps its row, not the email.
         carried = Q(customer_id=customer_id) | Q(conflicting_customer_id=customer_id)
         if emails:
@@ -78,7 +79,7 @@ def erase(customer_id: uuid.UUID, *, by: str, door: str, reason: str = "") -> Er
         )
         removed["admin_log"] = LogEntry.objects.filter(
             content_type=ContentType.objects.get_for_model(Customer), object_id=str(customer_id)
-        ).update(object_repr="(erased)", change_message="")
+        ).update(object_id=None, object_repr="(erased)", change_message="")
         erasure = Erasure.objects.create(
             subject=subject, requested_by=by[:255], door=door, reason=reason, removed=removed
         )

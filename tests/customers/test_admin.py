@@ -121,3 +121,24 @@ def test_staff_filter_live_and_deleted_customers_and_see_who_deleted_one_and_whe
     assert [c.pk for c in alive] == [live.pk]
     assert f'<a href="{reverse("admin:ingestion_ingestrun_change", args=[42])}">run 42</a>' in page
     assert "March 1, 2026, 9:30" in page
+
+
+def test_a_customers_page_shows_its_history_with_the_changed_fields_marked(admin_client):
+    from customers.models import CustomerChange
+
+    customer = create_customer(first_name="Ada")
+    CustomerChange.objects.create(
+        cursor=1, kind="inserted", customer_id=customer.pk, run_id=3, at=datetime(2026, 3, 1, tzinfo=UTC),
+        changed=255, first_name="Ada", last_name="Lovelace", email="ada@example.com", created_at=customer.created_at,
+    )  # fmt: skip
+    CustomerChange.objects.create(
+        cursor=2, kind="updated", customer_id=customer.pk, run_id=4, at=datetime(2026, 3, 2, tzinfo=UTC),
+        changed=2, first_name="Ada", last_name="Byron", email="ada@example.com", created_at=customer.created_at,
+    )  # fmt: skip
+    page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk])).content.decode()
+    history = page.split('<table class="customer-history">', 1)[1].split("</table>", 1)[0]
+    newest, oldest = history.split("<tbody>", 1)[1].split("</tr>")[:2]
+    assert "updated" in newest and '<td class="changed"><mark>Byron</mark></td>' in newest
+    assert "<td>Ada</td>" in newest  # unchanged: not marked
+    assert "inserted" in oldest and "<mark>Lovelace</mark>" in oldest
+    assert reverse("admin:ingestion_ingestrun_change", args=[4]) in newest

@@ -251,3 +251,33 @@ def test_failures_of_the_person_keep_their_reason_but_not_their_data(person_ever
     reasons = sorted(IngestFailure.objects.filter(raw__isnull=True).values_list("reason", flat=True))
     assert reasons == ["email_conflict", "invalid_date"]
     assert not StagedCustomer.objects.filter(customer_id=PERSON_ID).exists()
+
+
+def test_the_deploy_check_warns_until_the_suppression_key_is_set(settings):
+    from ingestion.checks import suppression_key_is_set
+
+    settings.INGESTION_SUPPRESSION_KEY = ""
+    [warning] = suppression_key_is_set(None)
+    assert warning.id == "ingestion.W001" and "rotating that key" in warning.msg
+    settings.INGESTION_SUPPRESSION_KEY = "a long random string"
+    assert suppression_key_is_set(None) == []
+
+
+def test_tombstones_and_admin_log_entries_of_the_person_keep_no_trace_of_them(person_everywhere):
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+    from django.utils import timezone
+
+    from ingestion.models import IngestRun, StagedTombstone
+
+    run = IngestRun.objects.order_by("pk").last()
+    StagedTombstone.objects.create(run=run, page=1, position=99, customer_id=PERSON_ID, deleted_at=timezone.now())
+    staff = User.objects.create_user("staffer")
+    LogEntry.objects.create(
+        user=staff, content_type=ContentType.objects.get_for_model(Customer), object_id=str(PERSON_ID),
+        object_repr="First1 Married1 (…)", action_flag=CHANGE, change_message="looked at First1",
+    )  # fmt: skip
+    entry = erasure.erase(PERSON_ID, by="dpo", door=ErasureDoor.COMMAND)
+    assert (entry.removed["tombstones"], entry.removed["admin_log"]) == (1, 1)
+    assert _tables_holding(*TRACES) == {}
+    assert _tables_holding(str(PERSON_ID)) == {"customers_customerchange.customer_id ~ " + str(PERSON_ID): 1}

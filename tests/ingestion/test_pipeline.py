@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from customers.models import Customer
 from ingestion import pipeline, runs
@@ -561,3 +562,15 @@ def test_a_record_nested_up_to_the_limit_is_kept_whole(ingest):
     run = ingest(FakeUpstream([nested]))
     assert (run.status, run.invalid, run.retries) == ("succeeded", 1, 0)
     assert IngestFailure.objects.get(run=run).raw["extra"] == value
+
+
+def test_a_batch_that_changes_customers_waits_for_the_wal_flush_and_one_that_changes_nothing_does_not(ingest):
+    """A feed consumer may read a batch's events the moment it commits: they must survive a server crash."""
+    source = records(30)
+    with CaptureQueriesContext(connection) as first:
+        ingest(FakeUpstream(source), page_size=10)
+    with CaptureQueriesContext(connection) as again:
+        ingest(FakeUpstream(source), page_size=10)
+    asynchronous = "SET LOCAL synchronous_commit = off"
+    assert not any(asynchronous in query["sql"] for query in first.captured_queries)
+    assert any(asynchronous in query["sql"] for query in again.captured_queries)

@@ -5,6 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from customers.models import CustomerChange
 from ingestion.models import IngestFailure, IngestRun, StagedCustomer
 from ingestion.retention import Pruned, prune
 
@@ -67,3 +68,14 @@ def test_prune_command_reports_what_it_deleted():
 def test_prune_command_refuses_negative_days():
     with pytest.raises(CommandError, match="--days must be zero or more"):
         call_command("prune_ingestion", "--days", "-1")
+
+
+def test_the_nightly_prune_also_prunes_change_feed_events_past_their_retention(settings):
+    settings.INGESTION_CHANGES_RETENTION_DAYS = 7
+    old = timezone.now() - timedelta(days=8)
+    CustomerChange.objects.bulk_create(
+        CustomerChange(cursor=cursor, kind="deleted", at=old if cursor < 3 else timezone.now())
+        for cursor in range(1, 5)
+    )
+    assert prune().changes == 2
+    assert list(CustomerChange.objects.values_list("cursor", flat=True)) == [3, 4]
