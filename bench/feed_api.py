@@ -16,7 +16,7 @@ Three pages of --limit events (default 1000), each loaded for --duration seconds
   end      GET /api/changes?after=N-1000&limit=1000
 
 The load comes from read_api.py's generators (wrk when installed, else its thread pool of
-keep-alive sessions), with the Bearer scheme in place of their `Token`. Reported: requests/s,
+keep-alive sessions), sending the key with the Bearer scheme. Reported: requests/s,
 events/s (requests/s x the events a page holds, read from a response), p50, p99, non-2xx,
 the near-end p50 over the start p50 (keyset: should be ~1), the CPU the server, PostgreSQL
 and the client used meanwhile; and, in-process (Django's test client), the SQL statements
@@ -36,11 +36,8 @@ import shutil
 import statistics
 import sys
 import time
-import types
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import requests
 
@@ -318,7 +315,6 @@ def measure_served(targets, secret: str, key_id: str, tool: str, args, env: dict
     with (
         servers.gunicorn(gunicorn_args, env=env, log=log) as url,
         environment.connect(database_url) as monitor,
-        _bearer(tool),
     ):
         hits_before = monitor.execute(HITS_SQL, [f"key:{key_id}"]).fetchone()[0]
         pages = {name: _check(url + paths[name][0], secret, after, args.limit) for name, after in targets.items()}
@@ -327,9 +323,11 @@ def measure_served(targets, secret: str, key_id: str, tool: str, args, env: dict
         # Targets take turns within each repeat, so a noisy minute does not hit only one of them.
         for repeat in range(args.repeat):
             for name in TARGETS:
-                warm = read_api.load(tool, url, paths[name], secret, args.warmup, args.connections)
+                warm = read_api.load(tool, url, paths[name], secret, args.warmup, args.connections, scheme="Bearer")
                 before = _cpu_snapshot()
-                figures = read_api.load(tool, url, paths[name], secret, args.duration, args.connections)
+                figures = read_api.load(
+                    tool, url, paths[name], secret, args.duration, args.connections, scheme="Bearer"
+                )
                 figures["cpu_percent"] = _cpu_percent(before, _cpu_snapshot())
                 figures["events_per_second"] = figures["requests_per_second"] * pages[name]["events"]
                 client_requests += warm.get("requests", 0) + figures["requests"]
@@ -371,39 +369,6 @@ def _check(url: str, secret: str, after: int, limit: int) -> dict:
     if cursors != list(range(after + 1, after + 1 + limit)) or body["next"] != after + limit:
         raise RuntimeError(f"GET {url}: not the {limit} events after {after} (next {body['next']})")
     return {"events": len(cursors), "response_bytes": len(response.content)}
-
-
-class _BearerSession(requests.Session):
-    """read_api's thread pool sets `Authorization: Token <token>`; send the API key's scheme instead."""
-
-    def prepare_request(self, request):
-        prepared = super().prepare_request(request)
-        scheme, _, credentials = prepared.headers.get("Authorization", "").partition(" ")
-        if scheme == "Token":
-            prepared.headers["Authorization"] = f"Bearer {credentials}"
-        return prepared
-
-
-@contextmanager
-def _bearer(tool: str):
-    """read_api.py's load generators, sending `Authorization: Bearer` (API keys) for their `Token`.
-
-    Its thread pool gets sessions that rewrite the scheme; wrk gets bench/wrk_paths.lua with
-    the scheme replaced, written under bench/results/ and found through read_api.ROOT.
-    """
-    if tool == "wrk":
-        script = (ROOT / "bench" / "wrk_paths.lua").read_text()
-        if '"Token "' not in script:
-            raise RuntimeError("bench/wrk_paths.lua no longer sends 'Token ': update _bearer")
-        root = RESULTS / "feed_api-wrk"
-        (root / "bench").mkdir(parents=True, exist_ok=True)
-        (root / "bench" / "wrk_paths.lua").write_text(script.replace('"Token "', '"Bearer "'))
-        with mock.patch.object(read_api, "ROOT", root):
-            yield
-    else:
-        bearer_requests = types.SimpleNamespace(Session=_BearerSession, RequestException=requests.RequestException)
-        with mock.patch.object(read_api, "requests", bearer_requests):
-            yield
 
 
 def _cpu_snapshot() -> dict:

@@ -177,19 +177,22 @@ def _check(url: str, token: str) -> int:
     return len(body["data"]) if "data" in body else 1
 
 
-def load(tool: str, url: str, paths: list[str], token: str, duration: float, connections: int) -> dict:
+def load(
+    tool: str, url: str, paths: list[str], token: str, duration: float, connections: int, *, scheme: str = "Token"
+) -> dict:
+    """Load `paths` of `url` for `duration` seconds; `scheme` is "Token" (DRF tokens) or "Bearer" (API keys)."""
     if duration <= 0:
         return {}
-    return (_wrk if tool == "wrk" else _python_load)(url, paths, token, duration, connections)
+    return (_wrk if tool == "wrk" else _python_load)(url, paths, f"{scheme} {token}", duration, connections)
 
 
-def _wrk(url: str, paths: list[str], token: str, duration: float, connections: int) -> dict:
+def _wrk(url: str, paths: list[str], authorization: str, duration: float, connections: int) -> dict:
     listing = RESULTS / "wrk-paths.txt"
     listing.write_text("\n".join(paths) + "\n")
     threads = min(2, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s"]
     command += ["-s", str(ROOT / "bench" / "wrk_paths.lua"), url]
-    env = dict(os.environ, WRK_PATHS=str(listing), WRK_TOKEN=token)
+    env = dict(os.environ, WRK_PATHS=str(listing), WRK_AUTHORIZATION=authorization)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60, check=True)
     summary = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     return {
@@ -201,7 +204,7 @@ def _wrk(url: str, paths: list[str], token: str, duration: float, connections: i
     }
 
 
-def _python_load(url: str, paths: list[str], token: str, duration: float, connections: int) -> dict:
+def _python_load(url: str, paths: list[str], authorization: str, duration: float, connections: int) -> dict:
     """Closed-loop load from `connections` threads, each with its own keep-alive session."""
     latencies: list[float] = []
     failures = [0]
@@ -210,7 +213,7 @@ def _python_load(url: str, paths: list[str], token: str, duration: float, connec
 
     def worker(offset: int) -> None:
         session = requests.Session()
-        session.headers["Authorization"] = f"Token {token}"
+        session.headers["Authorization"] = authorization
         mine, bad, count = [], 0, offset
         while time.monotonic() < deadline and len(mine) < MAX_PYTHON_REQUESTS:
             started = time.perf_counter()

@@ -1,12 +1,12 @@
 -- wrk script for bench/read_api.py: requests the paths listed (one a line) in the file
--- named by WRK_PATHS in turn, with the API token from WRK_TOKEN, and prints one JSON
+-- named by WRK_PATHS in turn, with the Authorization header from WRK_AUTHORIZATION, and prints one JSON
 -- line of results when done. Latencies are in microseconds.
 
 local paths = {}
 for line in io.lines(os.getenv("WRK_PATHS")) do
   paths[#paths + 1] = line
 end
-local headers = { ["Authorization"] = "Token " .. os.getenv("WRK_TOKEN") }
+local headers = { ["Authorization"] = os.getenv("WRK_AUTHORIZATION") }
 local counter = 0
 
 request = function()

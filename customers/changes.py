@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Subquery
 
 from customers.models import ChangeKind, Customer, CustomerChange
 
@@ -93,8 +93,9 @@ def head() -> int:
 
 
 def history_of(customer_id):
-    """The customer's retained versions, oldest first."""
-    return CustomerChange.objects.filter(customer_id=customer_id).order_by("cursor")
+    """The customer's retained versions, oldest first (found by its `seq`, which the events index)."""
+    seq = Customer.objects.filter(customer_id=customer_id).values("seq")[:1]
+    return CustomerChange.objects.filter(seq=Subquery(seq)).order_by("cursor")
 
 
 def version_at(customer_id, moment: datetime) -> dict | None:

@@ -121,20 +121,21 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     # customer known, does it differ); the update and the insert both work from that instead
     # of probing again (docs/benchmarks.md has the cost of each probe). Only changed rows are
     # looked up a second time, by the update itself.
-    # `mask` says which fields differ (one bit each, CustomerChange.changed): it replaces the
-    # row comparison rather than adding to it, so the change feed costs an unchanged row nothing.
+    # The event of a changed row names the fields that differ (one bit each, CustomerChange.changed),
+    # compared with the row as this statement's snapshot still sees it (`o`, before `updated`):
+    # only changed rows are looked up again, so an unchanged run pays nothing for the feed. An
+    # insertion's event takes its `seq` from what `inserted` returns.
     mask = " + ".join(
-        f"CASE WHEN c.{field} IS DISTINCT FROM t.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
+        f"CASE WHEN o.{field} IS DISTINCT FROM p.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
     )
+    fields = ", ".join(f"p.{field}" for field in CHANGEABLE)
     return f"""/* customers.merge_staged */
 WITH pending AS (
-    SELECT s.*, s.known AND (s.mask <> 0 OR s.restoring) AS changed
-    FROM (
-        SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
-               c.created_at AS first_created_at, {mask} AS mask
-        FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-        WHERE {_pending("t", listed)}
-    ) s
+    SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
+           c.customer_id IS NOT NULL AND ({row_of("c")} IS DISTINCT FROM {row_of("t")} OR c.deleted_at IS NOT NULL)
+               AS changed
+    FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+    WHERE {_pending("t", listed)}
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now(),
@@ -144,20 +145,25 @@ WITH pending AS (
     RETURNING 1
 ), inserted AS (
     INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
-    SELECT p.customer_id, {", ".join(f"p.{field}" for field in CHANGEABLE)}, p.created_at, NULL,
+    SELECT p.customer_id, {fields}, p.created_at, NULL,
            base.max_seq + row_number() OVER (ORDER BY p.position), now()
     FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
     WHERE NOT p.known
-    RETURNING 1
+    RETURNING customer_id, seq
 ), changes AS (
-    INSERT INTO {CHANGES} (cursor, kind, customer_id, run_id, at, changed, {_STATE})
-    SELECT head.top + row_number() OVER (ORDER BY p.position),
-           CASE WHEN NOT p.known THEN '{ChangeKind.INSERTED}' WHEN p.restoring THEN '{ChangeKind.RESTORED}'
-                ELSE '{ChangeKind.UPDATED}' END,
-           p.customer_id, p.run_id, statement_timestamp(), CASE WHEN p.known THEN p.mask ELSE {_ALL_BITS} END,
-           {", ".join(f"p.{field}" for field in CHANGEABLE)}, coalesce(p.first_created_at, p.created_at)
-    FROM pending p CROSS JOIN {_HEAD}
-    WHERE p.changed OR NOT p.known
+    INSERT INTO {CHANGES} (cursor, kind, customer_id, seq, run_id, at, changed, {_STATE})
+    SELECT head.top + row_number() OVER (ORDER BY e.position), e.kind, e.customer_id, e.seq, e.run_id,
+           statement_timestamp(), e.changed, {", ".join(f"e.{field}" for field in CHANGEABLE)}, e.created_at
+    FROM (
+        SELECT p.position, '{ChangeKind.INSERTED}' AS kind, p.customer_id, i.seq, p.run_id, {_ALL_BITS} AS changed,
+               {fields}, p.created_at
+        FROM pending p JOIN inserted i ON i.customer_id = p.customer_id
+        UNION ALL
+        SELECT p.position, CASE WHEN p.restoring THEN '{ChangeKind.RESTORED}' ELSE '{ChangeKind.UPDATED}' END,
+               p.customer_id, o.seq, p.run_id, {mask}, {fields}, o.created_at
+        FROM pending p JOIN {CUSTOMERS} o ON o.customer_id = p.customer_id
+        WHERE p.changed
+    ) e CROSS JOIN {_HEAD}
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending),
        (SELECT count(*) FROM pending WHERE restoring)
@@ -192,8 +198,8 @@ WITH gone AS (
     WHERE c.deleted_at IS NULL AND ({doomed})
     RETURNING c.customer_id, c.seq
 ), changes AS (
-    INSERT INTO {CHANGES} (cursor, kind, customer_id, run_id, at, changed)
-    SELECT head.top + row_number() OVER (ORDER BY g.seq), '{ChangeKind.DELETED}', g.customer_id,
+    INSERT INTO {CHANGES} (cursor, kind, customer_id, seq, run_id, at, changed)
+    SELECT head.top + row_number() OVER (ORDER BY g.seq), '{ChangeKind.DELETED}', g.customer_id, g.seq,
            %(deleting_run)s, statement_timestamp(), 0
     FROM gone g CROSS JOIN {_HEAD}
 )
@@ -254,14 +260,15 @@ _NO_STATE = ", ".join(f"{field} = NULL" for field in CustomerChange.STATE_FIELDS
 # a new random id, as a deleted slot nobody's data is in; every event of the person loses all
 # but its cursor, kind and time. Parameters: %(id)s.
 _ERASE_SQL = (
+    # Events first, found by the row's `seq` (their index) while the row still has the id.
+    f"""/* customers.erase_customer: events */
+UPDATE {CHANGES} SET customer_id = NULL, seq = NULL, changed = 0, {_NO_STATE}
+WHERE seq = (SELECT seq FROM {CUSTOMERS} WHERE customer_id = %(id)s)
+""",
     f"""/* customers.erase_customer */
 UPDATE {CUSTOMERS} SET customer_id = gen_random_uuid(), first_name = '', last_name = '', email = '',
     phone = NULL, address = NULL, date_of_birth = NULL, account_balance = NULL, updated_at = now(),
     deleted_at = coalesce(deleted_at, now()), deleted_by_run = NULL, erased_at = now()
-WHERE customer_id = %(id)s
-""",
-    f"""/* customers.erase_customer: events */
-UPDATE {CHANGES} SET customer_id = NULL, changed = 0, {_NO_STATE}
 WHERE customer_id = %(id)s
 """,
 )
@@ -280,7 +287,7 @@ def erase_customer(cursor, *, customer_id) -> dict[str, int]:
     lock_writers(cursor)
     params = {"id": customer_id}
     removed = {}
-    for table, statement in zip(("customers", "events"), _ERASE_SQL, strict=True):
+    for table, statement in zip(("events", "customers"), _ERASE_SQL, strict=True):
         cursor.execute(statement, params)
         removed[table] = cursor.rowcount
     if any(removed.values()):

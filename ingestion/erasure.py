@@ -30,8 +30,8 @@ from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 
-from customers import merge
-from customers.models import Customer, CustomerChange
+from customers import changes, merge
+from customers.models import Customer
 from ingestion.failures import RejectedRecord
 from ingestion.models import Erasure, ErasureAction, IngestFailure, StagedCustomer, StagedTombstone, Suppression
 from ingestion.staging import StagedRow
@@ -131,7 +131,7 @@ def _raw_subject(raw) -> str | None:
 def _emails_of(customer_id: uuid.UUID) -> set[str]:
     """Every email the person had in a copy we keep, lower-cased."""
     found = set(Customer.objects.filter(customer_id=customer_id).values_list("email", flat=True))
-    found |= set(CustomerChange.objects.filter(customer_id=customer_id).values_list("email", flat=True))
+    found |= set(changes.history_of(customer_id).values_list("email", flat=True))
     found |= set(StagedCustomer.objects.filter(customer_id=customer_id).values_list("email", flat=True))
     for raw in IngestFailure.objects.filter(customer_id=customer_id).values_list("raw", flat=True):
         if isinstance(raw, dict) and isinstance(raw.get("email"), str):

@@ -128,11 +128,13 @@ def test_a_customers_page_shows_its_history_with_the_changed_fields_marked(admin
 
     customer = create_customer(first_name="Ada")
     CustomerChange.objects.create(
-        cursor=1, kind="inserted", customer_id=customer.pk, run_id=3, at=datetime(2026, 3, 1, tzinfo=UTC),
+        cursor=1, kind="inserted", customer_id=customer.pk, seq=customer.seq, run_id=3,
+        at=datetime(2026, 3, 1, tzinfo=UTC),
         changed=255, first_name="Ada", last_name="Lovelace", email="ada@example.com", created_at=customer.created_at,
     )  # fmt: skip
     CustomerChange.objects.create(
-        cursor=2, kind="updated", customer_id=customer.pk, run_id=4, at=datetime(2026, 3, 2, tzinfo=UTC),
+        cursor=2, kind="updated", customer_id=customer.pk, seq=customer.seq, run_id=4,
+        at=datetime(2026, 3, 2, tzinfo=UTC),
         changed=2, first_name="Ada", last_name="Byron", email="ada@example.com", created_at=customer.created_at,
     )  # fmt: skip
     page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk])).content.decode()

@@ -306,3 +306,18 @@ def test_the_feed_body_is_valid_json_with_no_serializer_in_between(feed_client):
     response = feed_client.get(FEED)
     assert response["Content-Type"] == "application/json"
     assert len(json.loads(response.content)["data"]) == 3
+
+
+def test_a_feed_page_with_an_api_key_is_two_statements_in_all():
+    from accounts import api_keys
+
+    user = User.objects.create_superuser("consumer", password="pw")
+    secret = api_keys.create_key(user=user, name="feed", scopes=["changes:read"]).secret
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    _ingest(records(20))
+    client.get(FEED, {"limit": 5})  # the throttle window's first request and the key's first use write more
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(FEED, {"after": 5, "limit": 5})
+    assert response.status_code == 200 and response.json()["next"] == 10
+    assert len(queries.captured_queries) == 2
