@@ -125,9 +125,10 @@ def _inserted_events(database_url: str, *, settle_seconds: float = 10.0) -> int:
     deadline, previous = time.monotonic() + settle_seconds, None
     while True:
         with environment.connect(database_url) as conn:
-            current = conn.execute(
+            row = conn.execute(
                 "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'customers_customerchange'"
-            ).fetchone()[0]
+            ).fetchone()
+        current = row[0] if row else 0  # not migrated yet: nothing inserted
         if current == previous or time.monotonic() > deadline:
             return current
         previous = current

@@ -121,21 +121,24 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     # customer known, does it differ); the update and the insert both work from that instead
     # of probing again (docs/benchmarks.md has the cost of each probe). Only changed rows are
     # looked up a second time, by the update itself.
-    # The event of a changed row names the fields that differ (one bit each, CustomerChange.changed),
-    # compared with the row as this statement's snapshot still sees it (`o`, before `updated`):
-    # only changed rows are looked up again, so an unchanged run pays nothing for the feed. An
-    # insertion's event takes its `seq` from what `inserted` returns.
+    # `mask` says which fields differ (one bit each, CustomerChange.changed) and replaces the row
+    # comparison. Every value an event needs is in `pending`: CTEs carry no statistics, and a
+    # join of two of them (or of one with customers) is planned blind, quadratic at worst.
+    # An insertion's `seq` is the one `inserted` gives it: the same base and the same order.
     mask = " + ".join(
-        f"CASE WHEN o.{field} IS DISTINCT FROM p.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
+        f"CASE WHEN c.{field} IS DISTINCT FROM t.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
     )
     fields = ", ".join(f"p.{field}" for field in CHANGEABLE)
+    base = f"(SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base"
     return f"""/* customers.merge_staged */
 WITH pending AS (
-    SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
-           c.customer_id IS NOT NULL AND ({row_of("c")} IS DISTINCT FROM {row_of("t")} OR c.deleted_at IS NOT NULL)
-               AS changed
-    FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-    WHERE {_pending("t", listed)}
+    SELECT s.*, s.known AND (s.mask <> 0 OR s.restoring) AS changed
+    FROM (
+        SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
+               c.seq AS known_seq, c.created_at AS first_created_at, {mask} AS mask
+        FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+        WHERE {_pending("t", listed)}
+    ) s
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now(),
@@ -147,23 +150,21 @@ WITH pending AS (
     INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
     SELECT p.customer_id, {fields}, p.created_at, NULL,
            base.max_seq + row_number() OVER (ORDER BY p.position), now()
-    FROM pending p CROSS JOIN (SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base
+    FROM pending p CROSS JOIN {base}
     WHERE NOT p.known
-    RETURNING customer_id, seq
+    RETURNING 1
 ), changes AS (
     INSERT INTO {CHANGES} (cursor, kind, customer_id, seq, run_id, at, changed, {_STATE})
-    SELECT head.top + row_number() OVER (ORDER BY e.position), e.kind, e.customer_id, e.seq, e.run_id,
-           statement_timestamp(), e.changed, {", ".join(f"e.{field}" for field in CHANGEABLE)}, e.created_at
-    FROM (
-        SELECT p.position, '{ChangeKind.INSERTED}' AS kind, p.customer_id, i.seq, p.run_id, {_ALL_BITS} AS changed,
-               {fields}, p.created_at
-        FROM pending p JOIN inserted i ON i.customer_id = p.customer_id
-        UNION ALL
-        SELECT p.position, CASE WHEN p.restoring THEN '{ChangeKind.RESTORED}' ELSE '{ChangeKind.UPDATED}' END,
-               p.customer_id, o.seq, p.run_id, {mask}, {fields}, o.created_at
-        FROM pending p JOIN {CUSTOMERS} o ON o.customer_id = p.customer_id
-        WHERE p.changed
-    ) e CROSS JOIN {_HEAD}
+    SELECT head.top + row_number() OVER (ORDER BY p.position),
+           CASE WHEN NOT p.known THEN '{ChangeKind.INSERTED}' WHEN p.restoring THEN '{ChangeKind.RESTORED}'
+                ELSE '{ChangeKind.UPDATED}' END,
+           p.customer_id,
+           CASE WHEN p.known THEN p.known_seq
+                ELSE base.max_seq + row_number() OVER (PARTITION BY p.known ORDER BY p.position) END,
+           p.run_id, statement_timestamp(), CASE WHEN p.known THEN p.mask ELSE {_ALL_BITS} END,
+           {fields}, coalesce(p.first_created_at, p.created_at)
+    FROM pending p CROSS JOIN {_HEAD} CROSS JOIN {base}
+    WHERE p.changed OR NOT p.known
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated), (SELECT count(*) FROM pending),
        (SELECT count(*) FROM pending WHERE restoring)
