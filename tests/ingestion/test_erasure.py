@@ -281,3 +281,14 @@ def test_tombstones_and_admin_log_entries_of_the_person_keep_no_trace_of_them(pe
     assert (entry.removed["tombstones"], entry.removed["admin_log"]) == (1, 1)
     assert _tables_holding(*TRACES) == {}
     assert _tables_holding(str(PERSON_ID)) == {"customers_customerchange.customer_id ~ " + str(PERSON_ID): 1}
+
+
+def test_a_suppressed_id_in_another_spelling_is_still_skipped(ingest, person_everywhere):
+    """A hostile or sloppy upstream may send the id in capitals or without dashes: it is the same id."""
+    erasure.erase(PERSON_ID, by="dpo", door=ErasureDoor.COMMAND)
+    upper = {**record(PERSON), "customer_id": str(PERSON_ID).upper()}
+    bare = {**record(PERSON), "customer_id": PERSON_ID.hex, "email": "not an email"}
+    # One other customer, whose address ("31 Main Street") holds none of the traces.
+    run = ingest(FakeUpstream([upper, bare, record(30)]), page_size=10)
+    assert (run.suppressed, run.inserted) == (2, 1)
+    assert _tables_holding(*TRACES) == {}
