@@ -14,6 +14,8 @@ import logging
 import traceback
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 # Longer than any path of ours; a 4 KB path of a scanner is cut here, with an ellipsis.
 TEXT_LIMIT = 200
 ELLIPSIS = "…"
@@ -100,7 +102,7 @@ def describe_exception(exc_info) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as `{"time", "level", "logger", "message", ...safe extras, "exception"?}`."""
+    """Formats a record as `{"time", "level", "logger", "message", ...safe extras, "trace_id"?, "exception"?}`."""
 
     def format(self, record: logging.LogRecord) -> str:
         created = datetime.fromtimestamp(record.created, UTC)
@@ -115,6 +117,11 @@ class JsonFormatter(logging.Formatter):
             for key, value in record.__dict__.items()
             if key in SAFE_EXTRA_KEYS
         )
+        # Logged inside a recorded span (tracing on, config/tracing.py): the line names its trace.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = trace.format_trace_id(span_context.trace_id)
+            entry["span_id"] = trace.format_span_id(span_context.span_id)
         if record.exc_info:
             entry["exception"] = describe_exception(record.exc_info)
         if record.stack_info:

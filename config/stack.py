@@ -298,8 +298,31 @@ def banner(env: Mapping[str, str], account: Mapping[str, str]) -> str:
             f"  curl -H 'Authorization: Bearer {key}' {api}/api/customers",
             f"  curl -X POST -H 'Authorization: Bearer {key}' '{api}/api/ingest?wait=60'",
             "",
+            *tracing_lines(env),
+            "",
         ]
     )
+
+
+# A local trace viewer that takes OTLP over HTTP on 4318 and shows traces on 16686.
+TRACE_VIEWER = (
+    "docker run --rm -p 16686:16686 -p 4318:4318 jaegertracing/jaeger:2.21.0"
+    " --set=receivers.otlp.protocols.http.endpoint=0.0.0.0:4318"
+)
+
+
+def tracing_lines(env: Mapping[str, str]) -> list[str]:
+    """Whether the children trace (docs/observability.md), and if not, how to turn it on against a local viewer."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip() or ("otlp" if endpoint else "")
+    if exporters and exporters != "none" and not env_bool("OTEL_SDK_DISABLED", False, environ=env):
+        return [f"  Tracing        on: {exporters}" + (f" to {endpoint}" if endpoint else "")]
+    return [
+        "  Tracing        off. To see a run as one trace, start a viewer and restart with its address:",
+        f"                 {TRACE_VIEWER}",
+        "                 OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"
+        " OTEL_TRACES_URL_TEMPLATE='http://localhost:16686/trace/{trace_id}' make run",
+    ]
 
 
 # --- Main -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.db.models.functions import Lower
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
@@ -52,16 +53,20 @@ class CustomerAdmin(ReadOnlyAdmin):
     would leave a gap in the dense `seq` the API pages by.
     """
 
-    list_display = ["customer_id", "first_name", "last_name", "email_address", "created_at", "updated_at", "deleted_at"]
+    # What fits a laptop beside the navigation and the filters; every field is on the customer's page.
+    list_display = ["customer_id", "name", "email_address", "created", "state"]
     list_filter = ["created_at", UpdatedFilter, DeletedFilter]
     # Only columns an index can order can be sorted (email through the unique lower(email) index).
-    sortable_by = ["created_at", "updated_at", "last_name", "email_address"]
+    sortable_by = ["created", "name", "email_address"]
     ordering = ["-created_at"]
     # Declared for the search box; get_search_results() picks the index-served lookup.
     search_fields = ["=customer_id", "=email", "first_name", "last_name"]
     search_help_text = "An exact customer id, an exact email (any case), or words of a first or last name."
     paginator = EstimatedCountPaginator
     list_per_page = 50
+
+    class Media:
+        css = {"all": ["customers/admin.css"]}
 
     fieldsets = [
         ("Source record", {"fields": Customer.SOURCE_FIELDS, "description": SOURCE_NOTICE}),
@@ -71,6 +76,21 @@ class CustomerAdmin(ReadOnlyAdmin):
     readonly_fields = [
         *Customer.SOURCE_FIELDS, "updated_at", "seq", "ingested_at", "deleted_at", "deleted_by", "history",
     ]  # fmt: skip
+
+    @admin.display(description="name", ordering="last_name")
+    def name(self, customer):
+        return f"{customer.first_name} {customer.last_name}"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, customer):
+        return _day(customer.created_at)
+
+    @admin.display(description="state")
+    def state(self, customer):
+        """Deleted upstream (when), changed since its first ingestion (when), or as first ingested."""
+        if customer.deleted_at is not None:
+            return f"deleted {_day(customer.deleted_at)}"
+        return "live" if customer.updated_at is None else f"changed {_day(customer.updated_at)}"
 
     @admin.display(description="email", ordering=Lower("email"))
     def email_address(self, customer):
@@ -123,3 +143,8 @@ class CustomerAdmin(ReadOnlyAdmin):
         if not search_term.strip():
             return queryset, False
         return selectors.matching_admin_search(queryset, search_term), False
+
+
+def _day(moment) -> str:
+    """A date and time as the list shows it, to the day (the customer's page has the time)."""
+    return "-" if moment is None else timezone.localtime(moment).date().isoformat()

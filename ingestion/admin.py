@@ -6,15 +6,18 @@ import uuid
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed
+from django.db.models import Count
+from django.http import HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
+from config import tracing
 from customers.models import Customer
-from ingestion import deletions, erasure, runs, tasks
+from ingestion import charts, deletions, erasure, runs, tasks
 from ingestion.deletions import held_notice
 from ingestion.models import (
     ACTIVE_STATUSES,
@@ -28,18 +31,86 @@ from ingestion.models import (
 from ingestion.reporting import cancelled_keeps
 from ingestion.serializers import PERSONAL_FIELDS, mask
 
+# How often a running run's page asks for its progress.
+PROGRESS_INTERVAL_MS = 2000
+
 
 @admin.register(IngestRun)
 class IngestRunAdmin(ReadOnlyAdmin):
+    # What fits a laptop's width; every counter is on the run's page, summed up at its top.
     list_display = [
-        "id", "status", "mode", "trigger", "created_at", "pages_summary", "fetched", "inserted", "updated",
-        "unchanged", "invalid", "conflicts", "duplicates", "deleted", "deletions_held", "retries", "failures_link",
+        "id", "status", "kind", "created", "duration", "pages_summary", "fetched", "inserted", "updated",
+        "failures_link",
     ]  # fmt: skip
     list_filter = ["status", "mode", "trigger", "dry_run"]
     ordering = ["-id"]
     change_list_template = "admin/ingestion/ingestrun/change_list.html"
     change_form_template = "admin/ingestion/ingestrun/change_form.html"
-    readonly_fields = [field.name for field in IngestRun._meta.fields] + ["failures_link", "notice"]
+    # The summary at the top of the page (change_form.html) says what the run is; these are its details.
+    fieldsets = [
+        (None, {"fields": [("status", "failures_link", "trace"), "notice", "error"]}),
+        ("Run", {"fields": [("mode", "trigger", "dry_run", "attempt"), "source_url", "page_size", "updated_since"]}),
+        ("Time", {"fields": [("created_at", "started_at"), ("finished_at", "heartbeat_at")]}),
+        (
+            "Counters",
+            {
+                # Summed up at the top of the page already.
+                "classes": ["collapse"],
+                "fields": [
+                    ("fetched", "inserted", "updated", "unchanged"),
+                    ("invalid", "conflicts", "duplicates", "suppressed"),
+                    ("deleted", "restored", "tombstones"),
+                    ("retries", "retries_by_reason"),
+                ],
+            },
+        ),
+        (
+            "Walk",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    ("last_committed_page", "pages_expected", "records_expected"),
+                    ("first_total", "total_changed", "records_walked", "last_tombstone_page"),
+                    ("high_water", "upstream_started_at"),
+                ],
+            },
+        ),
+        (
+            "Deletions",
+            {"classes": ["collapse"], "fields": ["deletions_held", "deletions_released_at", "deletions_released_by"]},
+        ),
+    ]
+    readonly_fields = [field.name for field in IngestRun._meta.fields if field.name != "trace_id"] + [
+        "failures_link",
+        "notice",
+        "trace",
+    ]
+
+    class Media:
+        css = {"all": ["ingestion/admin.css"]}
+        js = ["ingestion/run_progress.js"]
+
+    @admin.display(description="run")
+    def kind(self, run):
+        return f"{run.mode} · {run.trigger}" + (" · dry" if run.dry_run else "")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, run):
+        # Runs are kept for weeks (INGESTION_RETENTION_DAYS), not years: the month and day are enough.
+        return timezone.localtime(run.created_at).strftime("%m-%d %H:%M")
+
+    @admin.display(description="duration")
+    def duration(self, run):
+        seconds = run.duration_seconds
+        return "-" if seconds is None else f"{seconds:,.1f} s"
+
+    @admin.display(description="trace")
+    def trace(self, run):
+        """The run's trace id, a link where OTEL_TRACES_URL_TEMPLATE says traces open."""
+        url = tracing.trace_url(run.trace_id)
+        if url:
+            return format_html('<a href="{}" rel="noopener noreferrer">{}</a>', url, run.trace_id)
+        return run.trace_id or "-"
 
     @admin.display(description="notice")
     def notice(self, run):
@@ -65,7 +136,21 @@ class IngestRunAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.release_view),
             name="ingestion_ingestrun_release_deletions",
         )
-        return [run_now, cancel, release, *super().get_urls()]
+        progress = path(
+            "<path:object_id>/progress/",
+            self.admin_site.admin_view(self.progress_view),
+            name="ingestion_ingestrun_progress",
+        )
+        return [run_now, cancel, release, progress, *super().get_urls()]
+
+    def progress_view(self, request, object_id):
+        """What the run page's progress bar polls (run_progress.js): status, pages and counters, as JSON."""
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            return JsonResponse({"detail": "No such run."}, status=404)
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        return JsonResponse(charts.progress_document(run))
 
     def run_now_view(self, request):
         """The "Run ingestion now" buttons (full, incremental): queue a run for the worker, then back to the list."""
@@ -124,25 +209,29 @@ class IngestRunAdmin(ReadOnlyAdmin):
             "may_cancel": run is not None and run.status in ACTIVE_STATUSES and operator,
             "may_release": run is not None and bool(held_notice(run)) and operator,
         }
+        if run is not None:
+            context |= {
+                "progress": charts.progress(run),
+                "breakdown": charts.outcome_breakdown(run),
+                "progress_interval_ms": PROGRESS_INTERVAL_MS,
+            }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **context})
 
     def changelist_view(self, request, extra_context=None):
         may_start = request.user.has_perm("ingestion.start_ingestion")
-        return super().changelist_view(request, {**(extra_context or {}), "may_start_ingestion": may_start})
+        recent = charts.recent_runs()
+        context = {
+            "may_start_ingestion": may_start,
+            "throughput": charts.throughput_chart(recent),
+            "failures": charts.failures_chart(recent),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **context})
 
 
 @admin.register(IngestFailure)
 class IngestFailureAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "run_id",
-        "page",
-        "position",
-        "reason",
-        "customer_id",
-        "conflicting_customer_id",
-        "created_at",
-    ]
+    # What fits a laptop beside the navigation and the filters; the conflicting id is on the failure's page.
+    list_display = ["id", "run_id", "where", "reason", "customer_id", "created"]
     list_filter = ["reason"]
     search_fields = ["=customer_id"]
     paginator = EstimatedCountPaginator
@@ -150,6 +239,32 @@ class IngestFailureAdmin(ReadOnlyAdmin):
     raw_id_fields = ["run"]
     ordering = ["-id"]
     exclude = ["raw"]
+    change_list_template = "admin/ingestion/ingestfailure/change_list.html"
+
+    class Media:
+        css = {"all": ["ingestion/admin.css"]}
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            # Grouped by reason, under the filters the list shows (a run, a reason): one GROUP BY on the index.
+            by_reason = list(
+                changelist.queryset.order_by().values_list("reason").annotate(count=Count("pk")).order_by("-count")
+            )
+            peak = max((count for _, count in by_reason), default=0)
+            response.context_data["by_reason"] = [
+                (reason, count, 200 * count / peak if peak else 0) for reason, count in by_reason
+            ]
+        return response
+
+    @admin.display(description="page · record", ordering="position")
+    def where(self, failure):
+        return f"{failure.page} · {failure.position}"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, failure):
+        return timezone.localtime(failure.created_at).strftime("%Y-%m-%d %H:%M")
 
     def get_readonly_fields(self, request, obj=None):
         # Chosen per request: the admin instance is shared by every thread, so it must not

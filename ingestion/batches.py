@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from opentelemetry import trace
 
 from customers import merge
 from ingestion import erasure, watermarks
@@ -30,11 +31,13 @@ from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import Rejection, ValidatedPage
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 STAGED = StagedCustomer._meta.db_table
 
 # Told the seconds each step of a commit took: "copy", "rejections", "classify", "merge",
-# "conflicts", then "batch" for the whole commit, transaction included.
+# "conflicts", then "batch" for the whole commit, transaction included. Each step is also a
+# span: `ingestion.batch` and its children `ingestion.batch.copy` and so on.
 StepObserver = Callable[[str, float], None]
 
 
@@ -97,9 +100,11 @@ def commit_batch(
     """Stage, reject, classify, merge and count one batch in one transaction; return the run."""
     counts = dict.fromkeys((*IngestRun.COUNTERS, "restored"), 0)
     now = timezone.now()
-    with _step(on_step, "batch"), transaction.atomic():
+    described = {"ingestion.batch.rows": batch.size, "ingestion.batch.pages": batch.pages}
+    with _step(on_step, "batch", described), transaction.atomic():
         if batch.size:
             counts |= _write(run, batch, now, on_step)
+            trace.get_current_span().set_attributes({f"ingestion.batch.{k}": v for k, v in counts.items() if v})
         changes = {name: F(name) + value for name, value in counts.items() if value}
         if batch.pages:
             changes |= {"last_committed_page": max(batch.last_page, run.last_committed_page), **batch.expectations()}
@@ -226,10 +231,12 @@ def retry_conflicts(run: IngestRun, *, holder_deleted: bool = False) -> IngestRu
 
 
 @contextmanager
-def _step(on_step: StepObserver | None, name: str) -> Iterator[None]:
+def _step(on_step: StepObserver | None, name: str, attributes: dict | None = None) -> Iterator[None]:
     started = time.perf_counter()
+    span_name = "ingestion.batch" if name == "batch" else f"ingestion.batch.{name}"
     try:
-        yield
+        with tracer.start_as_current_span(span_name, attributes=attributes):
+            yield
     finally:
         if on_step is not None:
             on_step(name, time.perf_counter() - started)

@@ -11,7 +11,7 @@ from django.db.models import Count, F, Max, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 from ingestion import deletions
-from ingestion.models import IngestRun, RunStatus
+from ingestion.models import FailureReason, IngestFailure, IngestRun, RunStatus
 from ingestion.source import RetryReason
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class IngestionCollector:
 
     def collect(self):
         try:
-            totals, last_run, retries = _read_runs()
+            totals, last_run, (retries, failures) = _read_runs()
             waiting = deletions.pending()
         except DatabaseError as exc:
             # The request metrics stay up when the database is not: they are what shows the outage.
@@ -56,6 +56,15 @@ class IngestionCollector:
             by_reason.add_metric([reason], count)
         yield by_reason
 
+        failure_rows = GaugeMetricFamily(
+            "ingestion_failure_rows",
+            "Refused records kept as failure rows (until INGESTION_RETENTION_DAYS prunes them), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in (dict.fromkeys(FailureReason.values, 0) | failures).items():
+            failure_rows.add_metric([reason], count)
+        yield failure_rows
+
         changes = CounterMetricFamily(
             "ingestion_customer_deletions",
             "Customers soft-deleted and restored by runs (not dry runs), summed over runs.",
@@ -76,10 +85,16 @@ class IngestionCollector:
             "Unix time the newest succeeded run finished (0: none yet).",
             value=last_success.timestamp() if last_success else 0,
         )
+        last_seconds = (last_run[1] - last_run[0]).total_seconds() if last_run else 0
         yield GaugeMetricFamily(
             "ingestion_last_run_duration_seconds",
             "Start to finish of the run that finished last (0: none yet).",
-            value=(last_run[1] - last_run[0]).total_seconds() if last_run else 0,
+            value=last_seconds,
+        )
+        yield GaugeMetricFamily(
+            "ingestion_last_run_records_per_second",
+            "Records fetched per second by the run that finished last, start to finish (0: none yet).",
+            value=last_run[2] / last_seconds if last_seconds else 0,
         )
         duration_sum = totals["duration_sum"]
         yield SummaryMetricFamily(
@@ -91,7 +106,8 @@ class IngestionCollector:
 
 
 def _read_runs():
-    """Counts and sums over all runs: `(totals, (started_at, finished_at) | None, {reason: retries})`."""
+    """Counts and sums over all runs: `(totals, (started_at, finished_at, fetched) | None, by reason)`,
+    the last being `({reason: retries}, {reason: failure rows})`."""
     finished = Q(finished_at__isnull=False, started_at__isnull=False)
     totals = IngestRun.objects.order_by().aggregate(
         **{f"status_{status}": Count("pk", filter=Q(status=status)) for status in RunStatus.values},
@@ -107,21 +123,30 @@ def _read_runs():
         duration_count=Count("pk", filter=finished),
     )
     last_run = (
-        IngestRun.objects.filter(finished).order_by("-finished_at").values_list("started_at", "finished_at").first()
+        IngestRun.objects.filter(finished)
+        .order_by("-finished_at")
+        .values_list("started_at", "finished_at", "fetched")
+        .first()
     )
-    return totals, last_run, _retries_by_reason()
+    return totals, last_run, _by_reason()
 
 
-def _retries_by_reason() -> dict[str, int]:
-    """Sum of every run's `retries_by_reason`, key by key, in the database."""
+def _by_reason() -> tuple[dict[str, int], dict[str, int]]:
+    """Sum of every run's `retries_by_reason`, key by key, and the failure rows by reason, in one statement."""
     table = connection.ops.quote_name(IngestRun._meta.db_table)
     column = connection.ops.quote_name(IngestRun._meta.get_field("retries_by_reason").column)
-    # Names come from model metadata, never from input; there are no parameters.
+    failures = connection.ops.quote_name(IngestFailure._meta.db_table)
+    # Names come from model metadata, never from input; there are no parameters. The failures'
+    # count reads only the index on reason.
     sql = (
-        f"SELECT reason.key, SUM(reason.value::bigint) FROM {table} "  # noqa: S608
+        f"SELECT 'retry', reason.key, SUM(reason.value::bigint) FROM {table} "  # noqa: S608
         f"CROSS JOIN LATERAL jsonb_each_text({table}.{column}) AS reason "
-        f"WHERE jsonb_typeof({table}.{column}) = 'object' GROUP BY reason.key"
+        f"WHERE jsonb_typeof({table}.{column}) = 'object' GROUP BY reason.key "
+        f"UNION ALL SELECT 'failure', reason, COUNT(*) FROM {failures} GROUP BY reason"
     )
+    retries, failure_rows = {}, {}
     with connection.cursor() as cursor:
         cursor.execute(sql)
-        return {reason: int(count) for reason, count in cursor.fetchall()}
+        for kind, reason, count in cursor.fetchall():
+            (retries if kind == "retry" else failure_rows)[reason] = int(count)
+    return retries, failure_rows

@@ -126,6 +126,8 @@ class IngestRun(models.Model):
     # finish of an execution applies only while the run is still running under its attempt.
     attempt = models.PositiveIntegerField(default=0, editable=False)
     error = models.TextField(blank=True, default="")
+    # The OpenTelemetry trace of the latest execution (config/tracing.py); blank when it was not traced.
+    trace_id = models.CharField(max_length=32, blank=True, default="", editable=False)
 
     objects = IngestRunQuerySet.as_manager()
 

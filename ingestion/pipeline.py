@@ -31,7 +31,9 @@ from datetime import UTC
 
 import requests
 from django.conf import settings
+from opentelemetry import trace
 
+from config import tracing
 from ingestion import batches, deletions, rereads, runs, watermarks
 from ingestion.batches import Batch, StepObserver, commit_batch, retry_conflicts
 from ingestion.models import IngestRun, RunMode, RunStatus
@@ -49,6 +51,7 @@ from ingestion.tombstones import commit_tombstones
 from ingestion.validation import validate_page, validate_tombstone_page
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 Progress = Callable[[IngestRun], None]
 
@@ -87,15 +90,36 @@ def execute_run(
     `progress(run)` is called after each batch commit; `on_step(name, seconds)` is told
     how long each step of each commit took (bench/ uses it).
     """
-    with runs.execution_lock(run_id):
-        run = runs.mark_running(run_id)
-        try:
-            return _execute(run, progress=progress, session=session, on_step=on_step)
-        except runs.RunFenced:
-            # Cancelled, or abandoned and taken over while this process was stalled: not ours to finish.
-            run = IngestRun.objects.get(pk=run_id)
-            logger.warning("run no longer ours; this execution stops", extra={"run_id": run_id, "status": run.status})
-            return run
+    with tracer.start_as_current_span("ingestion.run", attributes={"ingestion.run.id": run_id}) as span:
+        with runs.execution_lock(run_id):
+            ids = tracing.current_ids()
+            run = runs.mark_running(run_id, trace_id=ids[0] if ids else "")
+            try:
+                run = _execute(run, progress=progress, session=session, on_step=on_step)
+            except runs.RunFenced:
+                # Cancelled, or abandoned and taken over while this process was stalled: not ours to finish.
+                run = IngestRun.objects.get(pk=run_id)
+                extra = {"run_id": run_id, "status": run.status}
+                logger.warning("run no longer ours; this execution stops", extra=extra)
+        _describe(span, run)
+        return run
+
+
+def _describe(span: trace.Span, run: IngestRun) -> None:
+    """What the run span says at the end: the run's mode, trigger, status and counters, as attributes."""
+    if not span.is_recording():
+        return
+    span.set_attributes(
+        {
+            "ingestion.run.mode": run.mode,
+            "ingestion.run.trigger": run.trigger,
+            "ingestion.run.attempt": run.attempt,
+            "ingestion.run.status": run.status,
+            **{f"ingestion.run.{name}": value for name, value in run.counters().items()},
+        }
+    )
+    if run.status == RunStatus.FAILED:
+        span.set_status(trace.StatusCode.ERROR, run.error[:200])
 
 
 def _execute(

@@ -136,11 +136,11 @@ def _create(
         raise RunAlreadyActive(IngestRun.objects.active().first()) from None
 
 
-def mark_running(run_id: int) -> IngestRun:
-    """Move a queued run to running; refuse anything else."""
+def mark_running(run_id: int, *, trace_id: str = "") -> IngestRun:
+    """Move a queued run to running, recording the trace of this execution ("" when untraced); refuse anything else."""
     now = timezone.now()
     moved = IngestRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, heartbeat_at=now, error="", attempt=F("attempt") + 1
+        status=RunStatus.RUNNING, heartbeat_at=now, error="", attempt=F("attempt") + 1, trace_id=trace_id
     )
     if not moved:
         if IngestRun.objects.filter(pk=run_id, status=RunStatus.CANCELLED).exists():

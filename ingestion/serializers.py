@@ -2,6 +2,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config import tracing
 from ingestion.deletions import held_notice
 from ingestion.models import Erasure, IngestFailure, IngestRun, RunMode
 
@@ -16,6 +17,12 @@ class IngestRunSerializer(serializers.ModelSerializer):
     notice = serializers.SerializerMethodField(
         help_text='What an operator must act on, such as "2,000 deletions held by the mass-deletion guard ..."; '
         "empty when nothing."
+    )
+    trace_id = serializers.CharField(
+        read_only=True, help_text="The OpenTelemetry trace of the run's latest execution; empty when it was not traced."
+    )
+    trace_url = serializers.SerializerMethodField(
+        help_text="Where that trace opens (OTEL_TRACES_URL_TEMPLATE); null when not set or not traced."
     )
 
     class Meta:
@@ -48,11 +55,16 @@ class IngestRunSerializer(serializers.ModelSerializer):
             "duration_seconds",
             "error",
             "notice",
+            "trace_id",
+            "trace_url",
         ]
         read_only_fields = fields
 
     def get_notice(self, run) -> str:
         return held_notice(run)
+
+    def get_trace_url(self, run) -> str | None:
+        return tracing.trace_url(run.trace_id)
 
 
 # Fields of a failed record that identify a person; masked unless the user may see them.

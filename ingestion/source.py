@@ -6,6 +6,7 @@ transport (a `requests.Session`) or its clock and sleep, never the database.
 `fetch_pages` walks the listing in page order, fetching ahead on a thread pool.
 """
 
+import contextvars
 import email.utils
 import enum
 import logging
@@ -21,11 +22,13 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
+from opentelemetry import trace
 
 from ingestion import exact_json
 from ingestion.source_url import PinnedAdapter
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 
@@ -103,6 +106,7 @@ class UpstreamClient:
         params: dict[str, str] | None = None,
     ):
         self.url = base_url.rstrip("/") + path
+        self.path = path
         self.params = dict(params or {})
         self.page_size = page_size
         self.settings = settings or ClientSettings()
@@ -113,26 +117,42 @@ class UpstreamClient:
 
     def fetch_page(self, number: int) -> Page:
         """Fetch one page, retrying transient failures; raise UpstreamError when giving up."""
-        return self._retrying(f"Page {number}", lambda: self._attempt(number), page=number)
+        attributes = {"ingestion.page.number": number, "ingestion.listing": self.path}
+        with tracer.start_as_current_span("ingestion.page", attributes=attributes) as span:
+            page = self._retrying(f"Page {number}", lambda: self._attempt(number), page=number)
+            span.set_attribute("ingestion.page.records", len(page.records))
+            return page
 
     def fetch_record(self, customer_id: str) -> Any | None:
         """The one record `GET {listing}/{customer_id}` returns (any JSON; validation judges it),
         or None when the upstream answers 404 (it has no such customer). Same retries, limits
         and exact numbers as a page."""
         url = f"{self.url}/{quote(customer_id, safe='')}"
-        return self._retrying(f"Customer {customer_id}", lambda: self._attempt_record(url), page=None)
+        # The id stays out of the span, as out of logs: an erased customer's id must not linger in traces.
+        with tracer.start_as_current_span("ingestion.record", attributes={"ingestion.listing": self.path}):
+            return self._retrying(f"Customer {customer_id}", lambda: self._attempt_record(url), page=None)
 
     def _retrying(self, what: str, attempt_once: Callable[[], Any], *, page: int | None) -> Any:
+        # The span is the page's (or record's): it tells how many attempts it took, and why each failed.
+        span, reasons = trace.get_current_span(), []
         for attempt in range(self.settings.max_retries + 1):
             try:
-                return attempt_once()
+                result = attempt_once()
             except _Retryable as problem:
+                reasons.append(str(problem.reason))
+                span.set_attributes({"ingestion.attempts": attempt + 1, "ingestion.retry_reasons": reasons})
                 if attempt == self.settings.max_retries:
                     message = f"{what}: gave up after {attempt + 1} attempts; last error: {problem}"
+                    span.set_status(trace.StatusCode.ERROR, f"gave up after {attempt + 1} attempts")
                     raise UpstreamError(message) from None
                 logger.warning("upstream retry", extra={"page": page, "attempt": attempt + 1, "reason": problem.reason})
                 self.on_retry(problem.reason)
-                self.sleep(self._delay(attempt, problem.wait))
+                delay = self._delay(attempt, problem.wait)
+                span.add_event("retry", {"attempt": attempt + 1, "reason": str(problem.reason), "wait_seconds": delay})
+                self.sleep(delay)
+            else:
+                span.set_attribute("ingestion.attempts", attempt + 1)
+                return result
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -155,6 +175,7 @@ class UpstreamClient:
             self._check_status(number, response)
             body = self._read_body(response)
             served_at = parse_http_date(response.headers.get("Date"))
+        trace.get_current_span().set_attribute("ingestion.page.bytes", len(body))
         return self._parse(number, body, served_at)
 
     def _attempt_record(self, url: str) -> Any | None:
@@ -285,7 +306,8 @@ def fetch_pages(client: UpstreamClient, *, first: int, prepare: Callable | None 
         try:
             while True:
                 while next_number <= last and len(ahead) < window:
-                    ahead[next_number] = pool.submit(work, next_number)
+                    # In the caller's context, so each page's span is a child of the run's.
+                    ahead[next_number] = pool.submit(contextvars.copy_context().run, work, next_number)
                     next_number += 1
                 if not ahead:
                     return

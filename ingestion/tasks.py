@@ -3,7 +3,8 @@
 A run row and its job are created in one transaction: either both exist or neither,
 so a run queued here always has a job and a job always has its run (a queued run whose
 job is gone is abandoned by `runs.abandon_stale_runs`). The job's `lock` makes workers on
-any number of machines run ingestions one after another.
+any number of machines run ingestions one after another. A job carries the trace context of
+the request that queued it (config/tracing.py), so the run's spans join that request's trace.
 """
 
 import logging
@@ -14,13 +15,16 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
+from opentelemetry import trace
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
+from config import tracing
 from ingestion import jobs, pipeline, retention, runs
 from ingestion.models import IngestRun, RunMode, RunTrigger
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 QUEUE = "ingestion"
 
@@ -37,13 +41,19 @@ def _job_connection():
 
 
 @app.task(name=jobs.EXECUTE_RUN_TASK, queue=QUEUE, lock="ingestion-run")
-def execute_run_job(run_id: int) -> None:
-    with _job_connection():
+def execute_run_job(run_id: int, trace_context: dict[str, str] | None = None) -> None:
+    # Jobs queued before tracing existed, or while it was off, carry no context: a trace of their own.
+    with (
+        _job_connection(),
+        tracing.continued(trace_context),
+        tracer.start_as_current_span("ingestion.job", kind=trace.SpanKind.CONSUMER) as span,
+    ):
         try:
             pipeline.execute_run(run_id)
         except runs.RunRefused as exc:
             # The run was cancelled, resumed or finished elsewhere meanwhile; nothing to do.
             logger.warning("job skipped", extra={"run_id": run_id, "reason": str(exc)})
+            span.set_attribute("ingestion.job.skipped", str(exc))
 
 
 def start_in_background(
@@ -57,7 +67,7 @@ def start_in_background(
     """Create a queued run and its job, atomically; refuse if a run is active."""
     with transaction.atomic():
         run = runs.create_run(trigger=trigger, source_url=source_url, page_size=page_size, dry_run=dry_run, mode=mode)
-        execute_run_job.defer(run_id=run.pk)
+        _defer(run.pk)
     return run
 
 
@@ -65,7 +75,7 @@ def resume_in_background(run_id: int) -> IngestRun:
     """Queue a failed, abandoned or cancelled run again, with its job, atomically."""
     with transaction.atomic():
         run = runs.requeue(run_id)
-        execute_run_job.defer(run_id=run.pk)
+        _defer(run.pk)
     return run
 
 
@@ -94,6 +104,12 @@ def prune_job(timestamp: int) -> None:
             include_cancelled=True,
             include_aborted=True,
         )
+
+
+def _defer(run_id: int) -> None:
+    # The trace context only when there is one: an untraced job's arguments stay {"run_id": ...}.
+    headers = tracing.carrier()
+    execute_run_job.defer(run_id=run_id, **({"trace_context": headers} if headers else {}))
 
 
 def _fail_stalled_jobs() -> None:

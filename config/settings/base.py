@@ -36,6 +36,8 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # Start-up of every process: tracing when configured (config/tracing.py).
+    "config.apps.ProjectConfig",
     # django.contrib.admin, with the lockout on its login (accounts/admin_login.py).
     "accounts.apps.AdminConfig",
     "django.contrib.auth",
@@ -329,6 +331,33 @@ LOGGING = {
         "procrastinate": {"level": "WARNING"},
     },
 }
+
+# --- Tracing (config/tracing.py, docs/observability.md) ----------------------------
+
+# OpenTelemetry's own variables. Off unless OTEL_TRACES_EXPORTER names an exporter, or an OTLP
+# endpoint is set (then "otlp"); OTEL_SDK_DISABLED=true turns it off whatever else is set. The
+# SDK reads the rest itself (endpoint, headers, OTEL_BSP_* batching, OTEL_RESOURCE_ATTRIBUTES).
+_otlp_endpoint = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+TRACING_EXPORTERS = [name.lower() for name in env_list("OTEL_TRACES_EXPORTER", ["otlp"] if _otlp_endpoint else [])]
+if env_bool("OTEL_SDK_DISABLED", False) or TRACING_EXPORTERS == ["none"]:
+    TRACING_EXPORTERS = []
+if "none" in TRACING_EXPORTERS:
+    raise ImproperlyConfigured(f"OTEL_TRACES_EXPORTER lists 'none' beside other exporters: {TRACING_EXPORTERS}.")
+TRACING_OTLP_PROTOCOL = (
+    env_str("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env_str("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+)
+TRACING_SERVICE_NAME = env_str("OTEL_SERVICE_NAME") or "customer-pipeline"
+# Health checks and scrapes every few seconds would bury the traces anyone looks at.
+TRACING_EXCLUDED_URLS = env_str("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or "/api/health$,/api/ready$,/metrics$"
+# Where a trace can be opened, e.g. http://localhost:16686/trace/{trace_id} (Jaeger): runs link to it.
+TRACING_URL_TEMPLATE = env_str("OTEL_TRACES_URL_TEMPLATE") or ""
+if TRACING_URL_TEMPLATE and (
+    "{trace_id}" not in TRACING_URL_TEMPLATE or not TRACING_URL_TEMPLATE.startswith(("http://", "https://"))
+):
+    raise ImproperlyConfigured(
+        "OTEL_TRACES_URL_TEMPLATE must be an http(s) address with {trace_id} in it, "
+        f"for example http://localhost:16686/trace/{{trace_id}}, not {TRACING_URL_TEMPLATE!r}."
+    )
 
 # --- Metrics and readiness (config/metrics.py, config/health.py) ---------------------
 

@@ -150,3 +150,16 @@ def test_a_dataset_is_generated_when_missing_or_in_the_layout_before_generations
 def test_compose_generates_the_dataset_unless_it_is_a_current_generation_link():
     compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
     assert compose["services"]["dataset"]["command"][-1].startswith("test -L data/customers.jsonl || ")
+
+
+def test_the_banner_says_how_to_turn_tracing_on_against_a_local_viewer(tmp_path):
+    account = {"username": "demo", "key": "cdp_abc123"}
+    off = banner(_env(tmp_path), account)
+    assert "  Tracing        off. To see a run as one trace, start a viewer and restart with its address:" in off
+    assert "docker run --rm -p 16686:16686 -p 4318:4318 jaegertracing/jaeger:2.21.0" in off
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 OTEL_TRACES_URL_TEMPLATE=" in off
+
+    on = banner(_env(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://localhost:4318"), account)
+    assert "  Tracing        on: otlp to http://localhost:4318" in on
+    disabled = banner(_env(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4318", OTEL_SDK_DISABLED="true"), account)
+    assert "Tracing        off." in disabled

@@ -1,9 +1,11 @@
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from ingestion.models import IngestFailure, IngestRun
 
@@ -55,7 +57,9 @@ def test_run_page_shows_which_attempt_executes_the_run(superuser_client):
 
     page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
 
-    assert re.search(r'field-attempt">.*?<label>Attempt:</label>\s*<div class="readonly">3</div>', page, re.DOTALL)
+    attempt = r'fieldBox field-attempt">\s*<label[^>]*>Attempt:</label>\s*<div class="readonly">3</div>'
+    assert re.search(attempt, page, re.DOTALL)
+    assert "· attempt 3" in page  # and in the summary at the top
 
 
 def test_run_now_button_queues_a_run(superuser_client):
@@ -177,3 +181,125 @@ def test_cancel_of_an_unknown_run_is_reported_not_a_server_error(superuser_clien
     assert response.status_code == 200
     # Django's own sentence for a missing object, with its typographic quotes.
     assert f"with ID \u201c{run_id}\u201d doesn\u2019t exist" in response.content.decode()
+
+
+def test_run_page_links_its_trace_where_traces_open(superuser_client, settings):
+    traced = make_run(trace_id="ab" * 16)
+    untraced = make_run()
+    url = lambda run: reverse("admin:ingestion_ingestrun_change", args=[run.pk])  # noqa: E731
+
+    assert "ab" * 16 in superuser_client.get(url(traced)).content.decode()
+    settings.TRACING_URL_TEMPLATE = "https://traces.example/trace/{trace_id}"
+    page = superuser_client.get(url(traced)).content.decode()
+    assert f'<a href="https://traces.example/trace/{"ab" * 16}" rel="noopener noreferrer">{"ab" * 16}</a>' in page
+    assert "traces.example" not in superuser_client.get(url(untraced)).content.decode()
+
+
+def _finished_run(seconds, **fields):
+    started = timezone.now() - timedelta(hours=1)
+    return make_run(started_at=started, finished_at=started + timedelta(seconds=seconds), **fields)
+
+
+def test_run_list_charts_rows_per_second_and_failures_by_reason_of_the_last_runs(superuser_client):
+    fast = _finished_run(10, fetched=1000, inserted=1000)
+    slow = _finished_run(100, fetched=1000, inserted=990, invalid=10, status="failed")
+    for position in range(1, 4):
+        IngestFailure.objects.create(run=slow, page=1, position=position, reason="invalid_email", raw={})
+    IngestFailure.objects.create(run=slow, page=1, position=4, reason="too_long", raw={})
+    make_run(status="queued")  # never started: not a bar
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_changelist")).content.decode()
+
+    assert 'id="chart-throughput" data-bars="2" data-peak="100.0"' in page
+    assert (
+        f'data-run="{fast.pk}" data-value="100"><title>Run {fast.pk}: 100 rows/s, 1,000 rows, succeeded</title>' in page
+    )
+    assert f'data-run="{slow.pk}" data-value="10"><title>Run {slow.pk}: 10 rows/s, 1,000 rows, failed</title>' in page
+    assert 'id="chart-failures" data-bars="2" data-peak="4.0"' in page
+    assert (
+        f"<title>Run {slow.pk}: 3 invalid_email</title>" in page and f"<title>Run {slow.pk}: 1 too_long</title>" in page
+    )
+
+
+def test_run_list_without_started_runs_draws_no_chart(superuser_client):
+    make_run(status="queued")
+    assert (
+        "chart-throughput" not in superuser_client.get(reverse("admin:ingestion_ingestrun_changelist")).content.decode()
+    )
+
+
+def test_run_page_sums_up_the_run_and_shows_its_counters_adding_up(superuser_client):
+    run = _finished_run(4, fetched=12, inserted=7, updated=2, unchanged=1, invalid=1, duplicates=1, pages_expected=3)
+    run.last_committed_page = 3
+    run.save()
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
+
+    assert '<span id="run-progress-text">3 / 3 pages (100 %)</span>' in page
+    assert 'data-active="false"' in page
+    assert 'id="run-invariant" data-adds-up="true"' in page and "✓ adds up" in page
+    assert '<span data-counter="fetched">12</span> fetched' in page
+    assert 'data-outcome="inserted" data-value="7"' in page and 'data-outcome="updated" data-value="2"' in page
+    assert 'data-outcome="conflicts"' not in page  # nothing to draw
+
+
+def test_run_page_says_when_counters_do_not_add_up(superuser_client):
+    run = _finished_run(4, fetched=12, inserted=7)
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_change", args=[run.pk])).content.decode()
+    assert 'data-adds-up="false"' in page and "✗ does not add up" in page
+
+
+def test_every_field_of_a_run_is_on_its_page_once():
+    from ingestion.admin import IngestRunAdmin
+
+    shown = []
+    for _, options in IngestRunAdmin.fieldsets:
+        for line in options["fields"]:
+            shown += list(line) if isinstance(line, tuple) else [line]
+    fields = {field.name for field in IngestRun._meta.fields} - {"id", "trace_id"}
+    assert len(shown) == len(set(shown))
+    assert set(shown) == fields | {"notice", "failures_link", "trace"}
+
+
+def test_progress_view_answers_a_running_runs_figures_as_json(superuser_client):
+    run = make_run(status="running", pages_expected=8, last_committed_page=2, fetched=200, inserted=200)
+
+    response = superuser_client.get(reverse("admin:ingestion_ingestrun_progress", args=[run.pk]))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert {key: body[key] for key in ("status", "status_display", "active", "pages_done", "pages_expected")} == {
+        "status": "running",
+        "status_display": "Running",
+        "active": True,
+        "pages_done": 2,
+        "pages_expected": 8,
+    }
+    assert (body["percent"], body["fetched"], body["inserted"], body["suppressed"]) == (25, 200, 200, 0)
+    assert superuser_client.get(reverse("admin:ingestion_ingestrun_progress", args=[999999])).status_code == 404
+
+
+def test_progress_needs_the_view_permission_on_runs():
+    run = make_run(status="running")
+    url = reverse("admin:ingestion_ingestrun_progress", args=[run.pk])
+    client = staff_client()
+    assert client.get(url).status_code == 403
+    User.objects.get(username="staffer").user_permissions.add(Permission.objects.get(codename="view_ingestrun"))
+    assert client.get(url).status_code == 200
+
+
+def test_failures_are_grouped_by_reason_under_the_lists_filters(superuser_client):
+    first, second = make_run(), make_run()
+    for position, reason in enumerate(["invalid_email", "invalid_email", "too_long"], start=1):
+        IngestFailure.objects.create(run=first, page=1, position=position, reason=reason, raw={})
+    IngestFailure.objects.create(run=second, page=1, position=1, reason="too_long", raw={})
+    url = reverse("admin:ingestion_ingestfailure_changelist")
+
+    everything = superuser_client.get(url).content.decode()
+    one_run = superuser_client.get(url + f"?run__id__exact={first.pk}").content.decode()
+
+    assert '<tr data-reason="too_long" data-count="2">' in everything
+    assert '<tr data-reason="invalid_email" data-count="2">' in everything
+    assert '<tr data-reason="invalid_email" data-count="2">' in one_run
+    assert '<tr data-reason="too_long" data-count="1">' in one_run
+    assert f'href="?run__id__exact={first.pk}&amp;reason__exact=too_long"' in one_run  # keeps the run filter

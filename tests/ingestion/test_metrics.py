@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import OperationalError
 
-from ingestion.models import IngestRun, RunStatus
+from ingestion.models import IngestFailure, IngestRun, RunStatus
 from tests.scraping import scrape, value
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -97,13 +97,26 @@ def test_upstream_retries_are_summed_by_reason_and_every_known_reason_is_present
     assert ("ingestion_upstream_retries_total", frozenset({("reason", "rate_limited")})) in samples
 
 
+def test_failure_rows_are_counted_by_reason_and_every_reason_is_present(client, runs):
+    succeeded = runs[0]
+    for position, reason in enumerate(["invalid_email", "invalid_email", "email_conflict"], start=1):
+        IngestFailure.objects.create(run=succeeded, page=1, position=position, reason=reason, raw={})
+
+    samples = scrape(client)
+
+    assert value(samples, "ingestion_failure_rows", reason="invalid_email") == 2
+    assert value(samples, "ingestion_failure_rows", reason="email_conflict") == 1
+    assert ("ingestion_failure_rows", frozenset({("reason", "too_long")})) in samples
+
+
 def test_last_success_and_durations_come_from_finished_runs(client, runs):
     samples = scrape(client)
 
     # By finished_at, not by id: the dry run was created last but finished before the other success.
     assert value(samples, "ingestion_last_success_timestamp_seconds") == (T0 + timedelta(seconds=30)).timestamp()
-    # The failed run finished last.
+    # The failed run finished last: 10 records in 12 seconds.
     assert value(samples, "ingestion_last_run_duration_seconds") == 12
+    assert value(samples, "ingestion_last_run_records_per_second") == pytest.approx(10 / 12)
     assert value(samples, "ingestion_run_duration_seconds_count") == 3
     assert value(samples, "ingestion_run_duration_seconds_sum") == 30 + 12 + 3
     assert value(samples, "ingestion_metrics_up") == 1
@@ -116,7 +129,9 @@ def test_without_runs_every_ingestion_metric_is_zero(client, db):
     assert value(samples, "ingestion_records_total", outcome="inserted", dry_run="false") == 0
     assert value(samples, "ingestion_last_success_timestamp_seconds") == 0
     assert value(samples, "ingestion_last_run_duration_seconds") == 0
+    assert value(samples, "ingestion_last_run_records_per_second") == 0
     assert value(samples, "ingestion_run_duration_seconds_count") == 0
+    assert value(samples, "ingestion_failure_rows", reason="invalid_email") == 0
 
 
 def test_scrape_cost_does_not_grow_with_the_number_of_runs(client, runs, django_assert_max_num_queries):

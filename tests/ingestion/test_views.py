@@ -396,3 +396,13 @@ def test_a_cancelled_run_resumes_through_the_api(operator):
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["pages_done"]) == ("queued", 2)
     assert ProcrastinateJob.objects.get(task_name="ingestion.execute_run").args == {"run_id": run.pk}
+
+
+@pytest.mark.django_db
+def test_a_run_names_its_trace_and_where_it_opens(operator, settings):
+    run = make_run(trace_id="cd" * 16)
+    assert operator.get(f"/api/ingest/runs/{run.pk}").json()["trace_url"] is None
+    settings.TRACING_URL_TEMPLATE = "https://traces.example/trace/{trace_id}"
+    body = operator.get(f"/api/ingest/runs/{run.pk}").json()
+    assert (body["trace_id"], body["trace_url"]) == ("cd" * 16, f"https://traces.example/trace/{'cd' * 16}")
+    assert operator.get(f"/api/ingest/runs/{make_run().pk}").json()["trace_url"] is None

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def worker_process(**env) -> subprocess.Popen:
     """Start `manage.py procrastinate worker` on the ingestion queue, against this test's database."""
     environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INGESTION_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "INGESTION_", "OTEL_"))},
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": subprocess_database_url(),
         # The ports this test allows (a test upstream's own), as the worker reads them.
