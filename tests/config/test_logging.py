@@ -1,6 +1,4 @@
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -10,24 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from config.logging import JsonFormatter
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def log():
-    """A logger writing through JsonFormatter; returns (logger, a function giving the lines as dicts)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("tests.json")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    yield logger, lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger.removeHandler(handler)
-    logger.propagate = True
 
 
 def test_a_record_is_one_json_object_with_time_level_logger_message_and_safe_extras(log):

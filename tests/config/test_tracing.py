@@ -1,8 +1,5 @@
 """Tracing is off unless the standard OTEL_* variables ask for it; when on, what it records and leaves out."""
 
-import io
-import json
-import logging
 import os
 import subprocess
 import sys
@@ -14,7 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 from opentelemetry import trace
 
 from config import tracing
-from config.logging import JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,20 +108,14 @@ def test_the_trace_context_crosses_into_another_process_through_its_carrier(span
     assert alone.parent is None
 
 
-def test_a_json_log_line_names_the_active_span_and_none_outside_one(spans):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("tests.tracing")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        logger.warning("outside")
-        with trace.get_tracer("tests").start_as_current_span("operation") as span:
-            logger.warning("inside")
-    finally:
-        logger.removeHandler(handler)
-    outside, inside = (json.loads(line) for line in stream.getvalue().splitlines())
+def test_a_json_log_line_names_the_active_span_and_none_outside_one(spans, log):
+    logger, lines = log
+
+    logger.warning("outside")
+    with trace.get_tracer("tests").start_as_current_span("operation") as span:
+        logger.warning("inside")
+
+    outside, inside = lines()
     assert "trace_id" not in outside and "span_id" not in outside
     assert (inside["trace_id"], inside["span_id"]) == (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
 
