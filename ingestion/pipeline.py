@@ -162,7 +162,8 @@ def _execute(
                 )
                 if run.status != RunStatus.RUNNING:
                     return run
-                run = batches.mark_walked(retry_conflicts(run))
+                with tracer.start_as_current_span("ingestion.conflicts"):
+                    run = batches.mark_walked(retry_conflicts(run))
             if run.mode == RunMode.INCREMENTAL:
                 run = _walk(
                     run,
@@ -177,13 +178,16 @@ def _execute(
                     return run
             status, error = runs.verdict(run)
             if status == RunStatus.SUCCEEDED:
-                run = deletions.settle(run)
+                with tracer.start_as_current_span("ingestion.deletions"):
+                    run = deletions.settle(run)
                 if run.deleted and not run.dry_run:
                     # The deletions freed emails that records this run refused may have wanted.
-                    run = retry_conflicts(run, holder_deleted=True)
+                    with tracer.start_as_current_span("ingestion.conflicts"):
+                        run = retry_conflicts(run, holder_deleted=True)
                 if run.mode == RunMode.INCREMENTAL:
                     try:
-                        run = rereads.read_refused_again(run, client(CUSTOMERS_PATH, {}), retries=retries)
+                        with tracer.start_as_current_span("ingestion.rereads"):
+                            run = rereads.read_refused_again(run, client(CUSTOMERS_PATH, {}), retries=retries)
                     except UpstreamError as exc:
                         logger.error("run failed", extra={"run_id": run_id, "reason": "upstream"})
                         return runs.mark_finished(run_id, RunStatus.FAILED, str(exc), attempt=attempt)

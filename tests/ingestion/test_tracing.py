@@ -58,6 +58,11 @@ def test_a_run_is_one_trace_of_its_pages_and_batches_down_to_the_sql(spans, inge
     assert [attempt.attributes.get("http.status_code") for attempt in attempts] == [503, 200]
     assert pages[0].attributes["ingestion.attempts"] == 1
 
+    after_the_walk = [
+        span.name for span in _children(finished, root) if span.name in ("ingestion.conflicts", "ingestion.deletions")
+    ]
+    assert after_the_walk == ["ingestion.conflicts", "ingestion.deletions"]  # retried together, then applied
+
     batches = _named(finished, "ingestion.batch")
     assert all(batch.parent.span_id == root.context.span_id for batch in batches)
     assert (
