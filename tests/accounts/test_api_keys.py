@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from accounts import api_keys
 from accounts.models import ApiKey, RequestCount, Scope
 from tests.accounts.conftest import Clock
-from tests.customers.factories import create_customer
+from tests.customers.factories import create_customer, create_customers
 
 pytestmark = pytest.mark.django_db
 
@@ -205,6 +205,26 @@ def test_a_revoked_key_cannot_be_rotated(clock, reader):
 
     with pytest.raises(api_keys.KeyRefused, match="revoked"):
         api_keys.rotate_key(old.key)
+
+
+@pytest.mark.parametrize("page", [1, 30], ids=["first-page", "deep-page"])
+def test_a_key_list_request_is_at_most_three_statements_in_all(clock, reader, page):
+    issued = api_keys.create_key(user=reader, name="reporting", scopes=READ)
+    create_customers(3000)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = get(issued.secret, path=f"{URL}?limit=100&page={page}")
+
+    assert response.status_code == 200 and len(response.json()["data"]) == 100
+    # The key, its owner, permissions, lockout and throttle in one statement; the page (its
+    # total and its rows) in no more than two, by seq: no OFFSET scan, and nothing counted but
+    # the deleted rows (customers/models.py: the total is max(seq) minus them).
+    sql = [query["sql"] for query in queries]
+    assert len(sql) <= 3, sql
+    assert sql[0].startswith('SELECT "accounts_apikey"') and "accounts_count_request" in sql[0]
+    assert not [statement for statement in sql if "OFFSET" in statement.upper()]
+    counted = [statement for statement in sql if "COUNT(*)" in statement.upper()]
+    assert all('"deleted_at" IS NOT NULL' in statement for statement in counted)
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(clock, reader):
