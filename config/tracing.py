@@ -22,7 +22,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
 EXPORTERS = "opentelemetry_traces_exporter"
 # "otlp" is the exporter of the protocol asked for; only HTTP's is a dependency of ours.
@@ -32,21 +32,27 @@ _provider: TracerProvider | None = None
 
 
 class OperationsOnly(Sampler):
-    """Records every span that belongs to an operation (a request, a run, a job), none that does not.
+    """Samples the roots of operations (a request, a run, a job) with `operations`; never a root of kind CLIENT.
 
     A root span of kind CLIENT is a call made outside any operation: the run's heartbeat
     thread, the worker polling for jobs. They would be thousands of one-span traces an hour.
     """
 
+    def __init__(self, operations: Sampler = ALWAYS_ON):
+        self.operations = operations
+
     def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
-        sampler = ALWAYS_OFF if kind == trace.SpanKind.CLIENT else ALWAYS_ON
+        sampler = ALWAYS_OFF if kind == trace.SpanKind.CLIENT else self.operations
         return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
-        return "OperationsOnly"
+        return f"OperationsOnly{{{self.operations.get_description()}}}"
 
 
-SAMPLER = ParentBased(root=OperationsOnly())
+def sampler(name: str, ratio: float) -> Sampler:
+    """OTEL_TRACES_SAMPLER's choice for the roots of operations; every child follows its parent's decision."""
+    operations = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(name) or TraceIdRatioBased(ratio)
+    return ParentBased(root=OperationsOnly(operations))
 
 
 def configure() -> None:
@@ -82,7 +88,8 @@ def start(processors: Sequence[SpanProcessor]) -> TracerProvider:
     global _provider
     if _provider is None:
         resource = Resource.create({SERVICE_NAME: settings.TRACING_SERVICE_NAME})
-        _provider = TracerProvider(sampler=SAMPLER, resource=resource)
+        chosen = sampler(settings.TRACING_SAMPLER, settings.TRACING_SAMPLER_RATIO)
+        _provider = TracerProvider(sampler=chosen, resource=resource)
         trace.set_tracer_provider(_provider)
     for processor in processors:
         _provider.add_span_processor(processor)

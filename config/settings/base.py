@@ -347,6 +347,18 @@ TRACING_OTLP_PROTOCOL = (
     env_str("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env_str("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
 )
 TRACING_SERVICE_NAME = env_str("OTEL_SERVICE_NAME") or "customer-pipeline"
+# Which operations are traced: every one (the default), none, or a share by trace id; a span
+# whose parent was sampled always is (config/tracing.py).
+TRACING_SAMPLERS = ("always_on", "always_off", "traceidratio")
+TRACING_SAMPLER = (env_str("OTEL_TRACES_SAMPLER") or "parentbased_always_on").lower().removeprefix("parentbased_")
+if TRACING_SAMPLER not in TRACING_SAMPLERS:
+    raise ImproperlyConfigured(
+        "OTEL_TRACES_SAMPLER must be always_on, always_off or traceidratio (each may be prefixed with "
+        f"parentbased_), not {env_str('OTEL_TRACES_SAMPLER')!r}."
+    )
+TRACING_SAMPLER_RATIO = env_float("OTEL_TRACES_SAMPLER_ARG", 1.0)
+if TRACING_SAMPLER_RATIO > 1:
+    raise ImproperlyConfigured(f"OTEL_TRACES_SAMPLER_ARG must be between 0 and 1, not {TRACING_SAMPLER_RATIO}.")
 # Health checks and scrapes every few seconds would bury the traces anyone looks at.
 TRACING_EXCLUDED_URLS = env_str("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or "/api/health$,/api/ready$,/metrics$"
 # Where a trace can be opened, e.g. http://localhost:16686/trace/{trace_id} (Jaeger): runs link to it.

@@ -23,12 +23,12 @@ PROBE = (
 )
 
 
-def _start(**env):
+def _start(code=PROBE, **env):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OTEL_"))}
     environment |= {"DJANGO_SETTINGS_MODULE": "config.settings.base", "DJANGO_DEBUG": "true", **env}
     environment.setdefault("DATABASE_URL", "postgres://u@127.0.0.1:1/x")
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
     )
 
 
@@ -151,3 +151,41 @@ def test_outgoing_requests_carry_the_trace_to_the_upstream(spans, monkeypatch):
     (attempt,) = [span for span in spans.get_finished_spans() if span.kind == trace.SpanKind.CLIENT]
     assert attempt.parent.span_id == page.context.span_id
     assert sent["traceparent"].split("-")[1] == f"{page.context.trace_id:032x}"
+
+
+def _decision(chosen, *, kind=trace.SpanKind.INTERNAL, parent=None):
+    context = None if parent is None else trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    return chosen.should_sample(context, 0x1234, "operation", kind).decision.is_sampled()
+
+
+@pytest.mark.parametrize(
+    ("name", "ratio", "sampled"),
+    [("always_on", 1.0, True), ("always_off", 1.0, False), ("traceidratio", 0.0, False), ("traceidratio", 1.0, True)],
+)
+def test_the_sampler_chooses_operations_as_otel_traces_sampler_says_and_never_an_orphan_call(name, ratio, sampled):
+    chosen = tracing.sampler(name, ratio)
+    assert _decision(chosen) is sampled
+    assert _decision(chosen, kind=trace.SpanKind.CLIENT) is False
+    # A job whose request was traced is traced, whatever this process samples on its own.
+    parent = trace.SpanContext(0x1234, 0x99, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    assert _decision(chosen, parent=parent) is True
+    unsampled = trace.SpanContext(0x1234, 0x99, is_remote=True, trace_flags=trace.TraceFlags(0))
+    assert _decision(chosen, parent=unsampled) is False
+
+
+def test_an_otel_sampler_we_do_not_offer_or_a_ratio_past_one_stops_the_start_with_a_sentence():
+    unknown = _start(OTEL_TRACES_EXPORTER="console", OTEL_TRACES_SAMPLER="jaeger_remote")
+    assert unknown.returncode != 0
+    assert "OTEL_TRACES_SAMPLER must be always_on, always_off or traceidratio" in unknown.stderr
+    past_one = _start(OTEL_TRACES_EXPORTER="console", OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="2")
+    assert past_one.returncode != 0
+    assert "OTEL_TRACES_SAMPLER_ARG must be between 0 and 1, not 2.0." in past_one.stderr
+    described = PROBE.split("provider = ")[0] + "print(trace.get_tracer_provider().sampler.get_description())"
+    ratio = _start(
+        described,
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.25",
+    )
+    assert ratio.returncode == 0, ratio.stderr
+    assert "OperationsOnly{TraceIdRatioBased{0.25}}" in ratio.stdout
