@@ -16,8 +16,6 @@ from ingestion.models import ACTIVE_STATUSES, IngestFailure, IngestRun
 # The run list's charts show this many of the newest runs that started.
 HISTORY_RUNS = 30
 WIDTH, HEIGHT = 600, 120
-# What a fetched record became, in the order the run page's bar shows them; they add up to fetched.
-OUTCOMES = ("inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates", "suppressed")
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ class Breakdown:
 
 
 def outcome_breakdown(run: IngestRun) -> Breakdown:
-    parts = [(name, getattr(run, name)) for name in OUTCOMES]
+    parts = [(name, getattr(run, name)) for name in IngestRun.OUTCOMES]
     total = sum(count for _, count in parts)
     segments, left = [], 0.0
     for name, count in parts:
@@ -146,6 +144,7 @@ def progress_document(run: IngestRun) -> dict:
         "pages_done": where.done,
         "pages_expected": where.expected,
         "percent": where.percent,
+        "adds_up": outcome_breakdown(run).adds_up,
         **run.counters(),
     }
 

@@ -16,7 +16,7 @@ from ingestion.source import RetryReason
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = tuple(name for name in IngestRun.COUNTERS if name != "fetched")
+OUTCOMES = IngestRun.OUTCOMES
 
 
 class IngestionCollector:

@@ -132,6 +132,8 @@ class IngestRun(models.Model):
     objects = IngestRunQuerySet.as_manager()
 
     COUNTERS = ("fetched", "inserted", "updated", "unchanged", "invalid", "conflicts", "duplicates", "suppressed")
+    # What each fetched record became: they add up to `fetched`.
+    OUTCOMES = COUNTERS[1:]
 
     class Meta:
         ordering = ["-id"]

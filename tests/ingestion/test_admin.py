@@ -276,6 +276,7 @@ def test_progress_view_answers_a_running_runs_figures_as_json(superuser_client):
         "pages_expected": 8,
     }
     assert (body["percent"], body["fetched"], body["inserted"], body["suppressed"]) == (25, 200, 200, 0)
+    assert body["adds_up"] is True
     assert superuser_client.get(reverse("admin:ingestion_ingestrun_progress", args=[999999])).status_code == 404
 
 

@@ -91,9 +91,15 @@ def test_a_running_runs_page_moves_its_progress_bar_without_a_reload(page, monke
     assert page.driver.execute_script("return window.notReloaded") is True
     page.screenshot("admin-run-running")
 
+    IngestRun.objects.filter(pk=run.pk).update(fetched=705)  # five records no outcome accounts for
+    WebDriverWait(page.driver, 10).until(lambda driver: driver.find_element(By.ID, "run-verdict").text != "✓ adds up")
+    assert page.driver.find_element(By.ID, "run-verdict").text == "✗ does not add up"
+    assert page.driver.find_element(By.ID, "run-invariant").get_attribute("data-adds-up") == "false"
+
     IngestRun.objects.filter(pk=run.pk).update(status="succeeded", last_committed_page=10, fetched=1000, inserted=990)
     WebDriverWait(page.driver, 10).until(lambda driver: driver.find_element(By.ID, "run-status").text == "Succeeded")
     assert page.driver.find_element(By.ID, "run-progress").get_attribute("data-active") == "false"
+    assert page.driver.find_element(By.ID, "run-verdict").text == "✓ adds up"
     assert page.problems() == []
 
 
