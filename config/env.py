@@ -69,6 +69,23 @@ def env_list(name: str, default: list[str], *, environ: Mapping[str, str] = os.e
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_trace_exporters(*, environ: Mapping[str, str] = os.environ) -> tuple[list[str], str | None]:
+    """The trace exporters OpenTelemetry's variables ask for ([] = tracing off), and the OTLP endpoint if set.
+
+    OTEL_TRACES_EXPORTER by name (lower case); unset, "otlp" when an OTLP endpoint is set;
+    OTEL_SDK_DISABLED=true or "none" is off; "none" beside another exporter is refused.
+    """
+    endpoint = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", environ=environ) or env_str(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", environ=environ
+    )
+    names = [name.lower() for name in env_list("OTEL_TRACES_EXPORTER", ["otlp"] if endpoint else [], environ=environ)]
+    if env_bool("OTEL_SDK_DISABLED", False, environ=environ) or names == ["none"]:
+        return [], endpoint
+    if "none" in names:
+        raise ImproperlyConfigured(f"OTEL_TRACES_EXPORTER lists 'none' beside other exporters: {names}.")
+    return names, endpoint
+
+
 def env_rate(name: str, default: str, *, environ: Mapping[str, str] = os.environ) -> str:
     """A throttle rate in DRF's format, N/second|minute|hour|day with N >= 1; unset or blank is `default`."""
     value = environ.get(name, "").strip()

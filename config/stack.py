@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config import processes
 from config.database import embedded_database_url, stop_embedded_database
-from config.env import env_bool, env_port, env_str
+from config.env import env_bool, env_port, env_str, env_trace_exporters
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATABASE_DIR = PROJECT_DIR / ".pgdata"
@@ -313,10 +313,10 @@ TRACE_VIEWER = (
 
 def tracing_lines(env: Mapping[str, str]) -> list[str]:
     """Whether the children trace (docs/observability.md), and if not, how to turn it on against a local viewer."""
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip() or ("otlp" if endpoint else "")
-    if exporters and exporters != "none" and not env_bool("OTEL_SDK_DISABLED", False, environ=env):
-        return [f"  Tracing        on: {exporters}" + (f" to {endpoint}" if endpoint else "")]
+    with _as_stack_error():
+        exporters, endpoint = env_trace_exporters(environ=env)
+    if exporters:
+        return [f"  Tracing        on: {', '.join(exporters)}" + (f" to {endpoint}" if endpoint else "")]
     return [
         "  Tracing        off. To see a run as one trace, start a viewer and restart with its address:",
         f"                 {TRACE_VIEWER}",

@@ -12,7 +12,17 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_networks, env_ports, env_rate, env_str
+from config.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_ports,
+    env_rate,
+    env_str,
+    env_trace_exporters,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -337,12 +347,7 @@ LOGGING = {
 # OpenTelemetry's own variables. Off unless OTEL_TRACES_EXPORTER names an exporter, or an OTLP
 # endpoint is set (then "otlp"); OTEL_SDK_DISABLED=true turns it off whatever else is set. The
 # SDK reads the rest itself (endpoint, headers, OTEL_BSP_* batching, OTEL_RESOURCE_ATTRIBUTES).
-_otlp_endpoint = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
-TRACING_EXPORTERS = [name.lower() for name in env_list("OTEL_TRACES_EXPORTER", ["otlp"] if _otlp_endpoint else [])]
-if env_bool("OTEL_SDK_DISABLED", False) or TRACING_EXPORTERS == ["none"]:
-    TRACING_EXPORTERS = []
-if "none" in TRACING_EXPORTERS:
-    raise ImproperlyConfigured(f"OTEL_TRACES_EXPORTER lists 'none' beside other exporters: {TRACING_EXPORTERS}.")
+TRACING_EXPORTERS, _ = env_trace_exporters()
 TRACING_OTLP_PROTOCOL = (
     env_str("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env_str("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
 )

@@ -3,7 +3,17 @@ from functools import partial
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_port, env_ports, env_rate, env_str
+from config.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_port,
+    env_ports,
+    env_rate,
+    env_str,
+    env_trace_exporters,
+)
 
 
 def test_unset_variables_give_the_defaults():
@@ -116,3 +126,23 @@ def test_an_environ_argument_is_read_instead_of_the_process_environment(monkeypa
 
     assert env_int("CONFIG_ENV_TEST_COUNT", 1, environ={"CONFIG_ENV_TEST_COUNT": "3"}) == 3
     assert env_int("CONFIG_ENV_TEST_COUNT", 1, environ={}) == 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, ([], None)),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, (["otlp"], "http://collector:4318")),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4318/v1/traces"}, (["otlp"], "http://t:4318/v1/traces")),
+        ({"OTEL_TRACES_EXPORTER": "Console, otlp"}, (["console", "otlp"], None)),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, ([], "http://c:4318")),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, ([], None)),
+    ],
+)
+def test_trace_exporters_are_read_as_opentelemetry_defines_them(environ, expected):
+    assert env_trace_exporters(environ=environ) == expected
+
+
+def test_none_beside_another_trace_exporter_is_refused_with_a_sentence():
+    with pytest.raises(ImproperlyConfigured, match="OTEL_TRACES_EXPORTER lists 'none' beside other exporters"):
+        env_trace_exporters(environ={"OTEL_TRACES_EXPORTER": "none,console"})

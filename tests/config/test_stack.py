@@ -15,6 +15,7 @@ from config.stack import (
     parse_key_values,
     secret_key,
     services,
+    tracing_lines,
 )
 
 
@@ -163,3 +164,8 @@ def test_the_banner_says_how_to_turn_tracing_on_against_a_local_viewer(tmp_path)
     assert "  Tracing        on: otlp to http://localhost:4318" in on
     disabled = banner(_env(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4318", OTEL_SDK_DISABLED="true"), account)
     assert "Tracing        off." in disabled
+
+
+def test_a_contradictory_trace_exporter_setting_stops_the_banner_with_the_variable_name(tmp_path):
+    with pytest.raises(StackError, match="OTEL_TRACES_EXPORTER lists 'none' beside other exporters"):
+        tracing_lines(_env(tmp_path, OTEL_TRACES_EXPORTER="none,console"))
