@@ -37,19 +37,19 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
-        if isinstance(queryset, QuerySet) and not queryset.query.where:
-            estimate = self._estimated_rows(queryset)
-            if estimate >= self.exact_below:
-                return estimate
-        return super().count
+        estimate = large_unfiltered_rows(self.object_list, self.exact_below)
+        return super().count if estimate is None else estimate
 
-    @staticmethod
-    def _estimated_rows(queryset: QuerySet) -> int:
-        with connections[queryset.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                [queryset.model._meta.db_table],
-            )
-            row = cursor.fetchone()
-        return row[0] if row else -1
+
+def large_unfiltered_rows(queryset, exact_below: int = EstimatedCountPaginator.exact_below) -> int | None:
+    """PostgreSQL's estimate of the rows `queryset` lists when it is unfiltered and at least `exact_below`
+    (too many to count or group on every page view); None when it is filtered or small enough to read."""
+    if not isinstance(queryset, QuerySet) or queryset.query.where:
+        return None
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
+        )
+        row = cursor.fetchone()
+    estimate = row[0] if row else -1
+    return estimate if estimate >= exact_below else None

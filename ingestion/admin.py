@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from api.admin import EstimatedCountPaginator, ReadOnlyAdmin
+from api.admin import EstimatedCountPaginator, ReadOnlyAdmin, large_unfiltered_rows
 from config import tracing
 from customers.models import Customer
 from ingestion import charts, deletions, erasure, runs, tasks
@@ -247,7 +247,10 @@ class IngestFailureAdmin(ReadOnlyAdmin):
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", {}).get("cl")
-        if changelist is not None:
+        if changelist is not None and large_unfiltered_rows(changelist.queryset, self.paginator.exact_below):
+            # As the paginator does not count a large table unfiltered, grouping does not read all of it.
+            response.context_data["by_reason_needs_filter"] = True
+        elif changelist is not None:
             # Grouped by reason, under the filters the list shows (a run, a reason): one GROUP BY on the index.
             by_reason = list(
                 changelist.queryset.order_by().values_list("reason").annotate(count=Count("pk")).order_by("-count")

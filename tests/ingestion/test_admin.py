@@ -3,10 +3,13 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from api.admin import EstimatedCountPaginator
 from ingestion.models import IngestFailure, IngestRun
 
 pytestmark = pytest.mark.django_db
@@ -304,3 +307,22 @@ def test_failures_are_grouped_by_reason_under_the_lists_filters(superuser_client
     assert '<tr data-reason="invalid_email" data-count="2">' in one_run
     assert '<tr data-reason="too_long" data-count="1">' in one_run
     assert f'href="?run__id__exact={first.pk}&amp;reason__exact=too_long"' in one_run  # keeps the run filter
+
+
+def test_failures_of_a_large_table_are_grouped_only_under_a_filter(superuser_client, monkeypatch):
+    run = make_run()
+    for position, reason in enumerate(["invalid_email", "too_long", "too_long"], start=1):
+        IngestFailure.objects.create(run=run, page=1, position=position, reason=reason, raw={})
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE ingestion_ingestfailure")
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_below", 2)  # three rows count as a large table
+    url = reverse("admin:ingestion_ingestfailure_changelist")
+
+    with CaptureQueriesContext(connection) as unfiltered:
+        everything = superuser_client.get(url).content.decode()
+    one_run = superuser_client.get(url + f"?run__id__exact={run.pk}").content.decode()
+
+    assert "choose a run or a reason on the right to see them by reason" in everything
+    assert "data-reason=" not in everything
+    assert not [query for query in unfiltered if "GROUP BY" in query["sql"]]
+    assert '<tr data-reason="too_long" data-count="2">' in one_run
