@@ -326,3 +326,16 @@ def test_failures_of_a_large_table_are_grouped_only_under_a_filter(superuser_cli
     assert "data-reason=" not in everything
     assert not [query for query in unfiltered if "GROUP BY" in query["sql"]]
     assert '<tr data-reason="too_long" data-count="2">' in one_run
+
+
+def test_run_list_charts_only_the_newest_30_runs(superuser_client):
+    started = timezone.now() - timedelta(days=1)
+    runs = [
+        make_run(started_at=started + timedelta(minutes=i), finished_at=started + timedelta(minutes=i, seconds=10))
+        for i in range(31)
+    ]
+
+    page = superuser_client.get(reverse("admin:ingestion_ingestrun_changelist")).content.decode()
+
+    assert 'id="chart-throughput" data-bars="30"' in page
+    assert f'data-run="{runs[0].pk}"' not in page and f'data-run="{runs[-1].pk}"' in page
