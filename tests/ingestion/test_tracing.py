@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from config.logging import JsonFormatter
 from ingestion import pipeline, runs
@@ -205,3 +206,27 @@ def test_a_run_queued_over_the_api_continues_the_requests_trace_in_the_worker_pr
     assert collector.named("ingestion.batch") and collector.named("ingestion.batch.merge")
     body = operator.get(f"/api/ingest/runs/{run.pk}").json()
     assert (body["trace_id"], body["trace_url"]) == (run.trace_id, None)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_TRACEPARENT": "00-zzzz-not-a-trace-01", "HTTP_TRACESTATE": "x=" + "y" * 10_000},
+        {
+            "HTTP_TRACEPARENT": f"00-{'a' * 32}-{'b' * 16}-01",
+            "HTTP_TRACESTATE": ",".join(f"k{i}=v" for i in range(500)),
+        },
+    ],
+    ids=["malformed-parent", "oversized-state"],
+)
+def test_trace_headers_a_client_sends_cannot_bloat_or_break_the_queued_job(spans, headers):
+    operator = client_for(user_with(*READ_PERMISSIONS, "start_ingestion"))
+    response = operator.post("/api/ingest", **headers)
+
+    assert response.status_code == 202
+    carried = ProcrastinateJob.objects.get(task_name="ingestion.execute_run").args["trace_context"]
+    assert set(carried) <= {"traceparent", "tracestate"}
+    assert len(json.dumps(carried)) < 2_000  # W3C bounds: 32 list members at most, each checked
+    (request_span,) = [span for span in spans.get_finished_spans() if span.kind.name == "SERVER"]
+    assert carried["traceparent"].split("-")[1] == f"{request_span.context.trace_id:032x}"
