@@ -137,7 +137,7 @@ def _by_reason() -> tuple[dict[str, int], dict[str, int]]:
     column = connection.ops.quote_name(IngestRun._meta.get_field("retries_by_reason").column)
     failures = connection.ops.quote_name(IngestFailure._meta.db_table)
     # Names come from model metadata, never from input; there are no parameters. The failures'
-    # count reads only the index on reason.
+    # count groups on the indexed reason column.
     sql = (
         f"SELECT 'retry', reason.key, SUM(reason.value::bigint) FROM {table} "  # noqa: S608
         f"CROSS JOIN LATERAL jsonb_each_text({table}.{column}) AS reason "
