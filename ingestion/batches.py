@@ -21,7 +21,7 @@ from django.utils import timezone
 from opentelemetry import trace
 
 from customers import merge
-from ingestion import erasure, watermarks
+from ingestion import erasure
 from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
 from ingestion.models import FailureReason, IngestFailure, IngestRun, StagedCustomer
@@ -67,13 +67,12 @@ class Batch:
 
     def add(self, prepared: ValidatedPage) -> None:
         page, position = prepared.page, self.first_position + self.size
-        for raw, outcome in zip(page.records, prepared.outcomes, strict=True):
+        for index, outcome in enumerate(prepared.outcomes):
             if isinstance(outcome, Rejection):
-                self.rejected.append(RejectedRecord(page.number, position, outcome, raw))
+                self.rejected.append(RejectedRecord(page.number, position + index, outcome, prepared.refused[index]))
             else:
-                self.valid.append(StagedRow(page.number, position, outcome))
-            position += 1
-        self.high_water = max(filter(None, (self.high_water, *map(watermarks.record_time, page.records))), default=None)
+                self.valid.append(StagedRow(page.number, position + index, outcome))
+        self.high_water = max(filter(None, (self.high_water, prepared.newest)), default=None)
         if self.pages == 0:
             self.served_at = page.served_at
         self.pages += 1

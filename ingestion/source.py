@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import msgspec
 import requests
 import urllib3
 from opentelemetry import trace
@@ -54,11 +56,22 @@ class _Retryable(Exception):
         self.wait = wait
 
 
+# A record as a page delivers it: its JSON text, left for validation to decode (into the
+# field types, in C, when it is plain); `record_value` decodes it exactly.
+RecordText = msgspec.Raw
+
+
+def record_value(record: Any) -> Any:
+    """A page's record as a JSON value, numbers exact: decoded from its text, or as it already is."""
+    return exact_json.loads(bytes(record)) if isinstance(record, RecordText) else record
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     number: int
     limit: int
     total: int
+    # Each record's JSON text (RecordText); decoded values when the page took the exact decoder (_envelope).
     records: list[Any]
     # The upstream's clock when it served the page (its Date header), if it said.
     served_at: datetime | None = None
@@ -226,13 +239,47 @@ class UpstreamClient:
         return b"".join(chunks)
 
     def _parse(self, number: int, body: bytes, served_at: datetime | None = None) -> Page:
-        envelope = _document(body)
+        envelope = _envelope(body)
         problem = envelope_problem(envelope, number, self.page_size)
         if problem:
             raise _Retryable(RetryReason.MALFORMED, f"unexpected response shape: {problem}")
         return Page(
             number=number, limit=self.page_size, total=envelope["total"], records=envelope["data"], served_at=served_at
         )
+
+
+class _Envelope(msgspec.Struct):
+    data: list[RecordText]
+    total: Any = None
+    page: Any = None
+    limit: Any = None
+
+
+# Reads the envelope in C and keeps each record as its text: decoding a page's records is
+# validation's work, and most of them it does in C as well (ingestion/validation.py).
+_ENVELOPE = msgspec.json.Decoder(_Envelope, float_hook=Decimal)
+
+
+def _envelope(body: bytes) -> Any:
+    """A page's envelope as a dict, `data` holding the records' texts; or, for any body the C
+    decoder refuses or that may nest too deep, the exact decoder's document, which judges it.
+
+    The C decoder reads strict JSON and, where it reads a body at all, reads the values the exact
+    decoder would (the later of two equal keys, every digit of a number); the lenient rest
+    (NaN, a byte order mark, lone surrogates, integers past 64 bits in the envelope) is the
+    exact decoder's to accept or refuse, as before.
+    """
+    try:
+        # The C decoder skips over the records' texts without checking their encoding: checked
+        # here, so every text it keeps decodes (the exact decoder refuses bad UTF-8 too, and
+        # reads UTF-8-encoded surrogates, which strict decoding leaves to it).
+        body.decode()
+        envelope = _ENVELOPE.decode(body)
+    except (UnicodeDecodeError, msgspec.MsgspecError, RecursionError):
+        return _document(body)
+    if _may_nest_deeper_than(body, len(envelope.data), MAX_NESTING):
+        return _document(body)
+    return {"data": envelope.data, "total": envelope.total, "page": envelope.page, "limit": envelope.limit}
 
 
 def _document(body: bytes) -> Any:
@@ -260,18 +307,23 @@ def _what(page: int | None) -> str:
 MAX_NESTING = 100
 
 
+def _may_nest_deeper_than(body: bytes, records: int, limit: int) -> bool:
+    """Whether a page of `records` records might nest containers more than `limit` deep:
+    two byte counts, which an ordinary page passes. Past them, the document is walked."""
+    # The envelope, its list and each record are containers at depths 1 to 3; every other one
+    # can add at most one level. (Brackets inside strings only make this count larger.)
+    containers = body.count(b"[") + body.count(b"{")
+    return 3 + containers - (2 + records) > limit
+
+
 def _nested_deeper_than(body: bytes, document: Any, limit: int) -> bool:
     """Whether `document` (parsed from `body`) nests containers more than `limit` deep.
 
     Walked only when the body holds more brackets than a flat page has (one per record,
     the envelope and its list), so an ordinary page costs two byte counts.
     """
-    # The envelope, its list and each record are containers at depths 1 to 3; every other one
-    # can add at most one level. (Brackets inside strings only make this count larger.)
-    containers = body.count(b"[") + body.count(b"{")
     records = document.get("data") if isinstance(document, dict) else None
-    flat = 2 + (len(records) if isinstance(records, list) else 0)
-    if 3 + containers - flat <= limit:
+    if not _may_nest_deeper_than(body, len(records) if isinstance(records, list) else 0, limit):
         return False
     stack = [(document, 1)]
     while stack:

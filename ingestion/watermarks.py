@@ -19,9 +19,9 @@ from django.db.models.functions import Greatest
 from ingestion.models import IngestRun, SyncCursor
 
 
-def record_time(raw) -> datetime | None:
-    """A record's `updated_at` when it is an ISO-8601 time with an offset; None otherwise (it does not count)."""
-    value = raw.get("updated_at") if isinstance(raw, dict) else None
+def record_time(value) -> datetime | None:
+    """A record's `updated_at` value as a time, when it is an ISO-8601 time with an offset;
+    None otherwise (it does not count)."""
     if not isinstance(value, str):
         return None
     try:
@@ -29,6 +29,11 @@ def record_time(raw) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.utcoffset() is not None else None
+
+
+def newest(values) -> datetime | None:
+    """The latest of the `updated_at` values that are times (`record_time`), or None."""
+    return max(filter(None, map(record_time, values)), default=None)
 
 
 def since_for(source_url: str) -> datetime | None:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from customers.models import Customer
 from ingestion import pipeline, runs
+from ingestion.exact_json import ExactJSONEncoder
 from ingestion.models import IngestFailure
-from ingestion.source import MAX_NESTING, parse_retry_after
-from ingestion.validation import _CONTROL, Rejection, ValidRecord, validate_record
+from ingestion.source import MAX_NESTING, Page, RecordText, parse_retry_after, record_value
+from ingestion.validation import _CONTROL, Rejection, ValidRecord, validate_page, validate_record
+from ingestion.watermarks import record_time
 from mocksource.dataset import encode_record
 from tests.ingestion.fakes import FakeUpstream
 from tests.records import record
@@ -253,3 +255,93 @@ def test_a_record_nested_to_any_depth_is_stored_or_fails_its_page_never_the_proc
         # Earlier examples may have stored the same customer already: unchanged then.
         expected = (1, 0, 1) if valid else (1, 1, 0)
         assert (run.fetched, run.invalid, run.inserted + run.unchanged) == expected
+
+
+# Values at and around each field's limits, for the plain path's agreement below.
+_texts = st.text(st.sampled_from("aZé \t\n\r\x00\x1f\x7f\x85\xa0\u2028\u3000\ud800'\"\\[{"), max_size=3)
+_odd = st.sampled_from([" ", "\u3000", "a\nb", "a\tb", "a\rb", "ok\x85", "x@example.com", "X.Y+z@sub.example.co"])
+
+
+def _near(limit: int):
+    """Text around a field's length limit, short odd text, odd values, or null."""
+    return st.one_of(st.none(), _texts, _odd, st.sampled_from([limit, limit + 1]).map(lambda length: "x" * length))
+
+
+_plain_cases = {
+    "customer_id": st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda value: str(value).upper()),
+        st.uuids().map(lambda value: value.hex),
+        st.uuids().map(lambda value: f"{{{value}}}"),
+        st.uuids().map(lambda value: f"urn:uuid:{value}"),
+        st.just("not-a-uuid"),
+    ),
+    "first_name": _near(100),
+    "last_name": _near(100),
+    "email": st.one_of(_near(255), st.emails(), st.sampled_from([243, 244]).map(lambda n: "a" * n + "@example.com")),
+    "phone": _near(20),
+    "address": _near(1000),
+    "date_of_birth": st.one_of(
+        st.dates().map(str),
+        st.sampled_from(["2020-02-30", "0000-01-01", "\uff12\uff10\uff12\uff10-01-01", "2020-1-1", ""]),
+        _near(10),
+    ),
+    "account_balance": st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**14), 10**14),
+        st.sampled_from([10**13 - 1, 10**13, -(10**13) + 1, -(10**13)]),
+        *(st.decimals(allow_nan=False, allow_infinity=False, places=places) for places in range(4)),
+        st.sampled_from([Decimal("1E+2"), Decimal("-0.0"), Decimal("1E-1000"), Decimal("9999999999999.99")]),
+        st.sampled_from(["12.5", "1e2", "12.345", " 1", "NaN"]),
+    ),
+    "created_at": st.one_of(
+        st.datetimes(timezones=st.sampled_from([UTC, None])).map(lambda moment: moment.isoformat()),
+        st.sampled_from(
+            [
+                "2024-01-01T00:00:00Z",
+                "2024-01-01 00:00:00+05:30",
+                "2024-01-01T00:00:00",
+                "2024-01-01T00:00:00z",
+                "2024-01-01T00:00:00.1234567Z",
+                "20240101T000000Z",
+                "9999-12-31T23:00:00-05:00",
+                "2024-02-30T00:00:00Z",
+            ]
+        ),
+        _near(20),
+    ),
+    "updated_at": st.one_of(st.none(), st.just("2024-06-01T00:00:00+02:00"), st.just("2024-06-01T00:00:00"), _near(20)),
+}
+
+
+@st.composite
+def near_plain_records(draw):
+    """A valid record with some fields moved to or past a limit, or dropped."""
+    base = record(draw(st.integers(0, 50)), updated_at="2024-05-01T00:00:00Z")
+    for name in draw(st.lists(st.sampled_from(list(_plain_cases)), max_size=3, unique=True)):
+        if draw(st.integers(0, 5)) == 0:
+            base.pop(name)
+        else:
+            base[name] = draw(_plain_cases[name])
+    return base
+
+
+@given(raw=st.one_of(near_plain_records(), upstream_records()))
+@settings(max_examples=1500, deadline=None)
+def test_the_plain_path_accepts_what_the_field_checks_accept_with_the_same_values(raw):
+    # A record as a page delivers it (its JSON text) against the same record decoded, checked field by field.
+    text = RecordText(json.dumps(raw, cls=ExactJSONEncoder).encode())
+    expected = validate_record(record_value(text))
+
+    judged = validate_page(Page(1, 100, 1, [text]))
+
+    assert judged.outcomes == [expected]
+    if isinstance(expected, ValidRecord):
+        # Equal is not enough for a Decimal: 1.0 == 1.00, but the table must get the same digits.
+        assert str(judged.outcomes[0].account_balance) == str(expected.account_balance)
+        assert judged.outcomes[0].created_at.utcoffset() == expected.created_at.utcoffset()
+        assert judged.refused == {}
+    else:
+        assert same_json(judged.refused[0], record_value(text))
+    assert judged.newest == record_time(raw.get("updated_at"))

@@ -5,7 +5,15 @@ from decimal import Decimal
 import pytest
 import requests
 
-from ingestion.source import ClientSettings, UpstreamClient, UpstreamError, envelope_problem, parse_retry_after
+from ingestion.source import (
+    ClientSettings,
+    RecordText,
+    UpstreamClient,
+    UpstreamError,
+    envelope_problem,
+    parse_retry_after,
+    record_value,
+)
 from tests.ingestion.fakes import FakeUpstream, Reply
 from tests.records import records
 
@@ -112,7 +120,49 @@ def test_brackets_inside_strings_are_not_nesting():
     page = make_client(FakeUpstream(source), Clock(), retried).fetch_page(1)
 
     assert retried == []
-    assert page.records[2]["address"] == "[{" * 500
+    assert record_value(page.records[2])["address"] == "[{" * 500
+
+
+def test_records_arrive_as_their_json_texts_and_decode_exactly():
+    source = records(3)
+    source[1]["account_balance"] = Decimal("0.1000000000000000055511151231257827")
+
+    page = make_client(FakeUpstream(source)).fetch_page(1)
+
+    assert all(isinstance(text, RecordText) for text in page.records)
+    assert [record_value(text) for text in page.records] == source
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # What only the exact decoder reads: a lone surrogate, NaN, a byte order mark, UTF-8-encoded surrogates.
+        b'{"data": [{"first_name": "\\ud800"}], "total": 1, "page": 1, "limit": 10}',
+        b'{"data": [{"score": NaN}], "total": 1, "page": 1, "limit": 10}',
+        b'\xef\xbb\xbf{"data": [{"a": 1}], "total": 1, "page": 1, "limit": 10}',
+        b'{"data": [{"first_name": "\xed\xa0\x80"}], "total": 1, "page": 1, "limit": 10}',
+    ],
+)
+def test_bodies_only_the_exact_decoder_reads_are_read_as_before(body):
+    fake = FakeUpstream([], script={1: [Reply(200, body)]})
+    retried = []
+
+    page = make_client(fake, Clock(), retried).fetch_page(1)
+
+    assert retried == []
+    assert len(page.records) == 1 and not isinstance(page.records[0], RecordText)
+
+
+def test_bad_utf8_inside_a_record_is_a_retried_malformed_page():
+    # The fast decoder skips over a record's text without reading it: the page is still refused whole.
+    bad = b'{"data": [{"first_name": "\xff"}], "total": 1, "page": 1, "limit": 10}'
+    fake = FakeUpstream(records(5), script={1: [Reply(200, bad)]})
+    retried = []
+
+    page = make_client(fake, Clock(), retried).fetch_page(1)
+
+    assert retried == ["malformed"]
+    assert len(page.records) == 5
 
 
 def test_an_integer_past_pythons_conversion_limit_is_read_exactly_not_a_malformed_page():
@@ -125,7 +175,7 @@ def test_an_integer_past_pythons_conversion_limit_is_read_exactly_not_a_malforme
     page = make_client(fake, Clock(), retried).fetch_page(1)
 
     assert retried == []
-    assert page.records == [{"score": Decimal(digits)}]
+    assert [record_value(text) for text in page.records] == [{"score": Decimal(digits)}]
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
