@@ -124,7 +124,10 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     # `mask` says which fields differ (one bit each, CustomerChange.changed) and replaces the row
     # comparison. Every value an event needs is in `pending`: CTEs carry no statistics, and a
     # join of two of them (or of one with customers) is planned blind, quadratic at worst.
-    # An insertion's `seq` is the one `inserted` gives it: the same base and the same order.
+    # `new_rank` and `event_rank` number the new rows and the rows that get an event, in position
+    # order, in `pending` itself: one sort of the batch, where a window in each of `inserted` and
+    # `changes` sorted it three times (a tenth of the statement at 1M rows; docs/benchmarks.md).
+    # An insertion's `seq` is base + new_rank in both.
     mask = " + ".join(
         f"CASE WHEN c.{field} IS DISTINCT FROM t.{field} THEN {_BITS[field]} ELSE 0 END" for field in CHANGEABLE
     )
@@ -132,13 +135,18 @@ def merge_sql(staged_table: str, listed: bool = False) -> str:
     base = f"(SELECT coalesce(max(seq), 0) AS max_seq FROM {CUSTOMERS}) base"
     return f"""/* customers.merge_staged */
 WITH pending AS (
-    SELECT s.*, s.known AND (s.mask <> 0 OR s.restoring) AS changed
+    SELECT r.*, count(*) FILTER (WHERE NOT r.known) OVER w AS new_rank,
+           count(*) FILTER (WHERE r.changed OR NOT r.known) OVER w AS event_rank
     FROM (
-        SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
-               c.seq AS known_seq, c.created_at AS first_created_at, {mask} AS mask
-        FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
-        WHERE {_pending("t", listed)}
-    ) s
+        SELECT s.*, s.known AND (s.mask <> 0 OR s.restoring) AS changed
+        FROM (
+            SELECT t.*, c.customer_id IS NOT NULL AS known, c.deleted_at IS NOT NULL AS restoring,
+                   c.seq AS known_seq, c.created_at AS first_created_at, {mask} AS mask
+            FROM {staged_table} t LEFT JOIN {CUSTOMERS} c ON c.customer_id = t.customer_id
+            WHERE {_pending("t", listed)}
+        ) s
+    ) r
+    WINDOW w AS (ORDER BY r.position)
 ), updated AS (
     UPDATE {CUSTOMERS} c
     SET {", ".join(f"{field} = p.{field}" for field in CHANGEABLE)}, updated_at = now(),
@@ -148,19 +156,17 @@ WITH pending AS (
     RETURNING 1
 ), inserted AS (
     INSERT INTO {CUSTOMERS} (customer_id, {", ".join(CHANGEABLE)}, created_at, updated_at, seq, ingested_at)
-    SELECT p.customer_id, {fields}, p.created_at, NULL,
-           base.max_seq + row_number() OVER (ORDER BY p.position), now()
+    SELECT p.customer_id, {fields}, p.created_at, NULL, base.max_seq + p.new_rank, now()
     FROM pending p CROSS JOIN {base}
     WHERE NOT p.known
     RETURNING 1
 ), changes AS (
     INSERT INTO {CHANGES} (cursor, kind, customer_id, seq, run_id, at, changed, {_STATE})
-    SELECT head.top + row_number() OVER (ORDER BY p.position),
+    SELECT head.top + p.event_rank,
            CASE WHEN NOT p.known THEN '{ChangeKind.INSERTED}' WHEN p.restoring THEN '{ChangeKind.RESTORED}'
                 ELSE '{ChangeKind.UPDATED}' END,
            p.customer_id,
-           CASE WHEN p.known THEN p.known_seq
-                ELSE base.max_seq + row_number() OVER (PARTITION BY p.known ORDER BY p.position) END,
+           CASE WHEN p.known THEN p.known_seq ELSE base.max_seq + p.new_rank END,
            p.run_id, statement_timestamp(), CASE WHEN p.known THEN p.mask ELSE {_ALL_BITS} END,
            {fields}, coalesce(p.first_created_at, p.created_at)
     FROM pending p CROSS JOIN {_HEAD} CROSS JOIN {base}

@@ -174,3 +174,19 @@ class CustomerChange(models.Model):
     @property
     def has_state(self) -> bool:
         return self.created_at is not None
+
+
+class DeferredIndex(models.Model):
+    """An index of the customers table dropped for a first load, and how to build it again.
+
+    Written and read only by customers/indexes.py, in the transaction that drops the index and
+    the one that builds it: a row here means the index is missing.
+    """
+
+    name = models.CharField(max_length=63, primary_key=True)
+    definition = models.TextField(help_text="The CREATE INDEX statement, as PostgreSQL gave it.")
+    run_id = models.PositiveBigIntegerField(help_text="The ingestion run whose load dropped it.")
+    deferred_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} (deferred by run {self.run_id})"

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from opentelemetry import trace
 
-from customers import merge
+from customers import indexes, merge
 from ingestion import erasure
 from ingestion.classification import classify_batch, retryable_conflicts
 from ingestion.failures import RejectedRecord, record_conflicts, record_rejections
@@ -138,6 +139,8 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
     with connection.cursor() as cursor:
         # Before classifying: the email checks read customers, so no other writer may move them.
         merge.lock_writers(cursor)
+        if _first_load(run, batch):
+            indexes.defer_reader_indexes(cursor, run_id=run.pk)
         # Under the lock, so an erasure is either seen here or removes what this batch writes.
         valid, rejected, suppressed = erasure.without_suppressed(batch.valid, batch.rejected)
         with _step(on_step, "copy"):
@@ -174,6 +177,13 @@ def _write(run: IngestRun, batch: Batch, now, on_step: StepObserver | None) -> d
         raise AssertionError(f"Counters do not add up for run {run.pk}: {counts}")
     # Beside the sum: a restored customer is one of the updated.
     return counts | {"restored": merged.restored}
+
+
+def _first_load(run: IngestRun, batch: Batch) -> bool:
+    """Whether this batch starts a load big enough to build the readers' indexes at its end
+    (whether the table is empty, customers.indexes decides under the write lock)."""
+    threshold = settings.INGESTION_DEFER_INDEXES_FROM
+    return bool(threshold) and run.fetched == 0 and not run.dry_run and (batch.total or 0) >= threshold
 
 
 def mark_walked(run: IngestRun) -> IngestRun:

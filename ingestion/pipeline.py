@@ -5,7 +5,9 @@
        record on the fetch threads (validation); a full run walks every record, an
        incremental one those changed since its source's watermark (watermarks)
     -> every INGESTION_BATCH_SIZE records, commit a batch in one short transaction:
-       stage, record rejections, classify, merge into customers, count (batches)
+       stage, record rejections, classify, merge into customers, count (batches); a first
+       load into an empty table leaves the readers' indexes to the end of its walk
+       (customers.indexes)
     -> at the end of the walk, retry its email conflicts together (batches.retry_conflicts)
     -> incremental: walk the upstream's tombstones since the same time (tombstones)
     -> when the run is complete (runs.verdict): apply its deletions, or hold them behind
@@ -31,10 +33,12 @@ from datetime import UTC
 
 import requests
 from django.conf import settings
+from django.db import connection
 from opentelemetry import trace
 
 from config import tracing
-from ingestion import batches, deletions, rereads, runs, watermarks
+from customers import indexes
+from ingestion import batches, deletions, rereads, runs, staging, watermarks
 from ingestion.batches import Batch, StepObserver, commit_batch, retry_conflicts
 from ingestion.models import IngestRun, RunMode, RunStatus
 from ingestion.source import (
@@ -101,6 +105,9 @@ def execute_run(
                 run = IngestRun.objects.get(pk=run_id)
                 extra = {"run_id": run_id, "status": run.status}
                 logger.warning("run no longer ours; this execution stops", extra=extra)
+            finally:
+                # A load that stopped before its walk ended built nothing back: readers get their indexes now.
+                _build_deferred_indexes(run_id)
         _describe(span, run)
         return run
 
@@ -162,6 +169,7 @@ def _execute(
                 )
                 if run.status != RunStatus.RUNNING:
                     return run
+                _end_of_walk(run)
                 with tracer.start_as_current_span("ingestion.conflicts"):
                     run = batches.mark_walked(retry_conflicts(run))
             if run.mode == RunMode.INCREMENTAL:
@@ -234,6 +242,21 @@ def _walk(
             logger.error("run failed", extra={"run_id": run.pk, "page": batch.last_page, "reason": "upstream"})
             return runs.mark_finished(run.pk, RunStatus.FAILED, str(exc), attempt=run.attempt)
     return commit(run, batch)
+
+
+def _end_of_walk(run: IngestRun) -> None:
+    """What the records walk leaves to its end: the readers' indexes a first load deferred,
+    and statistics on what it staged for the planner of the statements that follow."""
+    _build_deferred_indexes(run.pk)
+    with connection.cursor() as cursor:
+        staging.refresh_statistics(cursor, staged=run.fetched)
+
+
+def _build_deferred_indexes(run_id: int) -> None:
+    """Build the readers' indexes this run's first load deferred (customers/indexes.py), if it did."""
+    if indexes.deferred_by() == run_id:
+        with tracer.start_as_current_span("ingestion.indexes"):
+            indexes.restore_reader_indexes()
 
 
 def _upstream_time(moment) -> str:

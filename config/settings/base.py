@@ -287,6 +287,10 @@ INGESTION_MAX_RESPONSE_BYTES = env_int("INGESTION_MAX_RESPONSE_BYTES", 10 * 1024
 INGESTION_PAGE_DEADLINE = env_float("INGESTION_PAGE_DEADLINE", 60.0, minimum=0.1)
 INGESTION_CONCURRENCY = env_int("INGESTION_CONCURRENCY", 4, minimum=1)
 INGESTION_BATCH_SIZE = env_int("INGESTION_BATCH_SIZE", 10000, minimum=1)
+# A first load into an empty customers table that announces at least this many records builds
+# the API's ordering and search indexes once at the end instead of row by row (customers/indexes.py);
+# 0 never does.
+INGESTION_DEFER_INDEXES_FROM = env_int("INGESTION_DEFER_INDEXES_FROM", 50_000, minimum=0)
 INGESTION_HEARTBEAT_SECONDS = env_float("INGESTION_HEARTBEAT_SECONDS", 10.0, minimum=0.01)
 INGESTION_ABANDON_AFTER_SECONDS = env_int("INGESTION_ABANDON_AFTER_SECONDS", 120, minimum=1)
 # Full runs (the reconciliation that also finds deletions) every N minutes, incremental runs

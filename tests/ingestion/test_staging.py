@@ -6,11 +6,15 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from ingestion import pipeline, runs, staging
 from ingestion.models import IngestRun, StagedCustomer
 from ingestion.staging import StagedRow, stage_rows
 from ingestion.validation import ValidRecord
+from tests.ingestion.fakes import FakeUpstream
+from tests.records import records
 
 
 @pytest.mark.django_db
@@ -30,13 +34,32 @@ def test_copy_puts_every_field_in_its_own_column():
     missing = record._replace(customer_id=uuid.uuid4(), email="b@example.com", phone=None, address=None)
     missing = missing._replace(date_of_birth=None, account_balance=None)
 
+    staged_at = timezone.now()
     with connection.cursor() as cursor:
         rows = [StagedRow(3, 201, record), StagedRow(3, 202, missing)]
-        written = stage_rows(cursor, run_id=run.pk, rows=rows, staged_at=timezone.now())
+        written = stage_rows(cursor, run_id=run.pk, rows=rows, staged_at=staged_at)
 
     assert written == 2
     staged = StagedCustomer.objects.filter(run=run).order_by("position")
     assert [(row.page, row.position) for row in staged] == [(3, 201), (3, 202)]
     for row, expected in zip(staged, (record, missing), strict=True):
         assert ValidRecord(*(getattr(row, name) for name in ValidRecord._fields)) == expected
-        assert row.outcome is None
+        assert (row.outcome, row.run_id, row.staged_at) == (None, run.pk, staged_at)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("threshold", "analysed"), [(300, True), (301, False)])
+def test_a_walk_that_staged_many_rows_refreshes_the_planner_statistics_of_staging(
+    settings, monkeypatch, threshold, analysed
+):
+    # Stale statistics made the conflict retry after a million-row walk plan a scan per position.
+    # (ANALYZE writes pg_class in place, past any rollback: the statement is what a test can see.)
+    settings.INGESTION_ALLOWED_HOSTS = ["upstream.test"]
+    monkeypatch.setattr(staging, "REFRESH_STATISTICS_FROM", threshold)
+    run = runs.create_run(trigger="command", source_url="http://upstream.test")
+
+    with CaptureQueriesContext(connection) as queries:
+        pipeline.execute_run(run.pk, session=FakeUpstream(records(300)).session())
+
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert ("ANALYZE ingestion_stagedcustomer" in statements) is analysed
