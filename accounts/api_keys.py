@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.contrib.postgres.expressions import ArraySubquery
-from django.db import transaction
-from django.db.models import BooleanField, Case, F, Func, OuterRef, Q, QuerySet, Value, When
-from django.db.models.functions import Concat
+from django.contrib.contenttypes.models import ContentType
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import QuerySet
 from django.utils.timezone import now
 
-from accounts import lockout, throttling
-from accounts.models import ApiKey, Scope
+from accounts import throttling
+from accounts.models import ApiKey, AuthFailure, AuthFailureKind, KeyUser, Scope
+from api.statements import prepared_cursor
 
 PREFIX = "cdp_"
 KEY_FORMAT = re.compile(r"cdp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
@@ -46,6 +46,9 @@ SCOPE_PERMISSIONS: dict[str, frozenset[str]] = {
     Scope.CUSTOMERS_ERASE: frozenset({"customers.erase_customer"}),
 }
 _LENT = frozenset().union(*SCOPE_PERMISSIONS.values())
+_USER_PERMISSIONS = KeyUser.user_permissions.through._meta.db_table
+_GROUP_PERMISSIONS = Permission.group_set.through._meta.db_table
+_USER_GROUPS = KeyUser.groups.through._meta.db_table
 
 
 class KeyRefused(Exception):
@@ -127,7 +130,7 @@ def authenticate(presented: str, *, address: str, window: throttling.Window | No
     if match is None:
         raise KeyInvalid(MALFORMED)
     moment = now()
-    key = _with_owner(address).annotate(**_writes(_hash(presented), moment, window)).filter(key_id=match[1]).first()
+    key = _read_key(match[1], _hash(presented), address=address, moment=moment, window=window)
     if key is not None and key.locked_until is not None:
         raise AddressLockedOut(key.locked_until)
     # Compared even for an unknown id, so both failures take the same path and say the same.
@@ -147,45 +150,74 @@ def authenticate(presented: str, *, address: str, window: throttling.Window | No
     return key
 
 
-def _with_owner(address: str) -> QuerySet:
-    # The owner's permissions that a scope can lend, directly or through a group, as "app.codename".
-    held = (
-        Permission.objects.filter(Q(user=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")))
-        .annotate(perm=Concat("content_type__app_label", Value("."), "codename"))
-        .filter(perm__in=_LENT)
-        .values("perm")
-    )
-    return ApiKey.objects.select_related("user").annotate(
-        held_permissions=ArraySubquery(held), locked_until=lockout.locked_until(address=address)
-    )
+_KEY_FIELDS = ApiKey._meta.concrete_fields
+_USER_FIELDS = KeyUser._meta.concrete_fields
+# The statement `authenticate` sends, written out: built by the ORM (a subquery of lent permissions,
+# the lockout's subquery, two guarded writes), the same query took 5 ms of Python to compile on
+# every request, more than everything else the request did (docs/benchmarks.md). Its writes are
+# guarded by `ok`, the checks `authenticate` makes in Python, so a refused key writes nothing: a
+# wrong secret cannot spend another key's budget. The SQL comparison of hashes needs no constant
+# time (it compares a SHA-256, not the secret; compare_digest decides).
+_READ_KEY = f"""
+SELECT {", ".join(f"k.{field.column}" for field in _KEY_FIELDS)},
+       {", ".join(f"u.{field.column}" for field in _USER_FIELDS)},
+       held.permissions, lock.locked_until,
+       CASE WHEN ok.authenticates AND (k.last_used_at IS NULL OR k.last_used_at <= %(stale)s)
+            THEN accounts_touch_key(k.id, %(moment)s, %(stale)s) ELSE false END,
+       CASE WHEN ok.authenticates AND %(counted)s
+            THEN accounts_count_request(%(scope)s, %(caller)s || k.key_id, %(start)s, %(end)s, %(limit)s) END
+FROM {ApiKey._meta.db_table} k
+JOIN {KeyUser._meta.db_table} u ON u.id = k.user_id
+CROSS JOIN LATERAL (
+    SELECT max(f.locked_until) AS locked_until FROM {AuthFailure._meta.db_table} f
+    WHERE f.kind = %(address_kind)s AND f.key = %(address)s AND f.locked_until > %(moment)s
+) lock
+CROSS JOIN LATERAL (
+    SELECT k.secret_hash = %(hash)s AND k.revoked_at IS NULL AND k.expires_at > %(moment)s AND u.is_active
+           AND lock.locked_until IS NULL AS authenticates
+) ok
+CROSS JOIN LATERAL (
+    -- The owner's permissions that a scope can lend, directly or through a group, as "app.codename".
+    SELECT array(
+        SELECT ct.app_label || '.' || p.codename
+        FROM {Permission._meta.db_table} p JOIN {ContentType._meta.db_table} ct ON ct.id = p.content_type_id
+        WHERE ct.app_label || '.' || p.codename = ANY(%(lent)s)
+          AND (p.id IN (SELECT up.permission_id FROM {_USER_PERMISSIONS} up WHERE up.user_id = k.user_id)
+               OR p.id IN (SELECT gp.permission_id FROM {_GROUP_PERMISSIONS} gp
+                           JOIN {_USER_GROUPS} ug ON ug.group_id = gp.group_id WHERE ug.user_id = k.user_id))
+    ) AS permissions
+) held
+WHERE k.key_id = %(key_id)s
+"""
 
 
-def _writes(secret_hash: str, moment: datetime, window: throttling.Window | None) -> dict:
-    """The writes of a request whose key authenticates, as expressions of the reading statement.
-
-    Each is guarded by the checks `authenticate` makes in Python, so a refused key writes
-    nothing: a wrong secret cannot spend another key's budget. The SQL comparison of hashes
-    needs no constant time (it compares a SHA-256, not the secret; compare_digest decides).
-    """
-    authenticates = Q(
-        secret_hash=secret_hash,
-        revoked_at__isnull=True,
-        expires_at__gt=moment,
-        user__is_active=True,
-        locked_until__isnull=True,
-    )
-    stale = moment - LAST_USED_INTERVAL
-    touch = Func(F("pk"), Value(moment), Value(stale), function="accounts_touch_key", output_field=BooleanField())
-    writes = {
-        "touched": Case(
-            When(authenticates & (Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)), then=touch),
-            default=Value(False),
-        )
+def _read_key(key_id: str, secret_hash: str, *, address: str, moment: datetime, window) -> ApiKey | None:
+    """The key with its owner, `held_permissions`, `locked_until`, `touched` and `throttle_hits`, or None."""
+    params = {
+        "key_id": key_id,
+        "hash": secret_hash,
+        "moment": moment,
+        "stale": moment - LAST_USED_INTERVAL,
+        "address_kind": AuthFailureKind.ADDRESS.value,
+        "address": address,
+        "lent": sorted(_LENT),
+        "counted": window is not None,
+        "scope": window.scope if window else None,
+        "caller": throttling.KEY_CALLER,
+        "start": window.start if window else None,
+        "end": window.end if window else None,
+        "limit": window.limit if window else None,
     }
-    if window is not None:
-        counted = window.counted(Concat(Value(throttling.KEY_CALLER), F("key_id")))
-        writes["throttle_hits"] = Case(When(authenticates, then=counted), default=None)
-    return writes
+    with prepared_cursor() as cursor:
+        cursor.execute(_READ_KEY, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    keys, users = len(_KEY_FIELDS), len(_USER_FIELDS)
+    key = ApiKey.from_db(DEFAULT_DB_ALIAS, [field.attname for field in _KEY_FIELDS], row[:keys])
+    key.user = KeyUser.from_db(DEFAULT_DB_ALIAS, [field.attname for field in _USER_FIELDS], row[keys : keys + users])
+    key.held_permissions, key.locked_until, key.touched, key.throttle_hits = row[keys + users :]
+    return key
 
 
 def _lent_permissions(key: ApiKey) -> frozenset[str]:

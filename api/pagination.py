@@ -22,8 +22,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
+from api.statements import prepared_cursor
+
 # Digits only: no sign, no spaces, no decimal point, no Unicode digits.
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
+# DenseKeyPagination.page_json's statements, by model, database, shape and row format.
+_PAGE_SQL: dict[tuple, str] = {}
 
 
 @contextmanager
@@ -185,6 +189,65 @@ class DenseKeyPagination(PageLimitPagination):
         if direction == "asc":
             return queryset.filter(**{f"{key}__gte": self._key_of_rank(queryset, low)})[:limit]
         return queryset.filter(**{f"{key}__lte": self._key_of_rank(queryset, high)})[:limit]
+
+    def page_json(self, queryset: QuerySet, request, *, row_json: str) -> str | None:
+        """The page's whole envelope as JSON text, written by PostgreSQL in one statement (so one
+        snapshot, and no transaction to open), when the queryset is served by a range of the key in
+        ascending order; None otherwise (paginate it as usual). `row_json` is SQL of one row's JSON
+        object, as text, from the columns of alias `r`.
+        """
+        shape = self._shape(queryset)
+        if shape is None or self._key_order(queryset) != "asc":
+            return None
+        self.page, self.limit = self.get_page_and_limit(request)
+        low = (self.page - 1) * self.limit + 1
+        with prepared_cursor(queryset.db) as cursor:
+            cursor.execute(self._page_sql(queryset, shape, row_json), {"low": low, "limit": self.limit})
+            self.total, data = cursor.fetchone()
+        return f'{{"data":{data},"total":{self.total},"page":{self.page},"limit":{self.limit}}}'
+
+    def _page_sql(self, queryset: QuerySet, shape: str, row_json: str) -> str:
+        """The statement of `page_json`, written once per model, shape and row format: building it
+        through the ORM took longer than PostgreSQL takes to run it (docs/benchmarks.md)."""
+        cache_key = (queryset.model, queryset.db, shape, row_json)
+        if cache_key not in _PAGE_SQL:
+            table, key, listed, holes = self._names(queryset)
+            top = f"coalesce((SELECT {key} FROM {table} ORDER BY {key} DESC LIMIT 1), 0)"
+            if shape == "whole":
+                total, rows = top, f"{key} >= %(low)s AND {key} < %(low)s + %(limit)s"
+            else:
+                total = f"{top} - (SELECT count(*) FROM {table} WHERE {holes})"
+                rows = f"{listed} AND {key} >= ({self._key_of_rank_sql(table, key, holes, '%(low)s')})"
+            _PAGE_SQL[cache_key] = (
+                f"SELECT {total}, (SELECT '[' || coalesce(string_agg({row_json}, ',' ORDER BY r.{key}), '') || ']'"
+                f" FROM (SELECT * FROM {table} WHERE {rows} ORDER BY {key} LIMIT %(limit)s) AS r)"
+            )
+        return _PAGE_SQL[cache_key]
+
+    def _names(self, queryset: QuerySet) -> tuple[str, str, str, str]:
+        """The table and key column, quoted, and the SQL of `listed` and `holes` (conditions without parameters)."""
+        connection = connections[queryset.db]
+        meta = queryset.model._meta
+        conditions = []
+        for condition in (self.listed, self.holes):
+            if condition is None:
+                conditions.append("true")
+                continue
+            query = queryset.model._default_manager.filter(condition).query
+            sql, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
+            if params:
+                raise ValueError("page_json takes `listed` and `holes` without parameters.")
+            conditions.append(sql)
+        quote = connection.ops.quote_name
+        return quote(meta.db_table), quote(meta.get_field(self.dense_key).column), *conditions
+
+    @staticmethod
+    def _key_of_rank_sql(table: str, key: str, holes: str, rank: str) -> str:
+        """SQL of the key of the `rank`-th listed row (`_key_of_rank`) over the holes of `table`."""
+        return (
+            f"SELECT {rank} + count(*) FROM (SELECT {key} - row_number() OVER (ORDER BY {key}) AS below"
+            f" FROM {table} WHERE {holes}) AS ranked WHERE below < {rank}"
+        )
 
     def _key_of_rank(self, queryset: QuerySet, rank: int) -> RawSQL:
         """The key of the `rank`-th listed row (from 1, lowest key first), as a scalar subquery.

@@ -1,7 +1,7 @@
-"""This project against the peer baseline (dlt's merge into PostgreSQL), same upstream, same dataset.
+"""This project against the peer baselines, on the same upstream, the same dataset and the same rows.
 
-Per size, one mocksource (gunicorn, 2 sync workers) serves the cached dataset; per repeat,
-alternating which side goes first, each in a fresh process:
+Ingestion (`--parts ingestion`): per size, one mocksource (gunicorn, 2 sync workers) serves the
+cached dataset; per repeat, alternating which side goes first, each in a fresh process:
 
   ours cold   ingest into empty tables (bench/runner.py, as bench/ingest.py runs it)
   ours warm   the same data again
@@ -10,11 +10,15 @@ alternating which side goes first, each in a fresh process:
   dlt warm    the same pipeline again: dlt merges what it reads into what it loaded
   read        the plain read of the same pages (our client, nothing else)
 
-dlt runs in its own virtual environment (bench/results/peers-venv, from
-bench/requirements-peers.txt), created on first use. Ratios are taken within each repeat,
-then the median is reported.
+Ratios are taken within each repeat, then the median is reported.
 
-    python bench/peers.py --sizes 10000,100000,1000000 --repeat 3
+Reads (`--parts reads`): our API against a FastAPI service over the same rows, each server alone
+(bench/peer_reads.py).
+
+dlt, FastAPI and uvicorn run in their own virtual environment (bench/results/peers-venv, from
+bench/requirements-peers.txt), created on first use. Both parts by default:
+
+    python bench/peers.py --sizes 10000,100000,1000000 --read-sizes 10000,1000000
 """
 
 import argparse
@@ -29,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import datasets, environment, report, servers
+from bench import datasets, environment, peer_reads, report, servers
 from bench.environment import RESULTS, ROOT
 from bench.ingest import run_operation
 
@@ -46,13 +50,18 @@ def main() -> None:
     peers_url = _ensure_database(environment.check_database_url(args.peers_database_url))
     load_before = environment.load_average()
     print(f"revision {environment.revision()}; load before: {load_before}", flush=True)
-    results = {}
+    results, reads = {}, {}
     try:
-        for size in args.sizes:
-            results[size] = bench_size(size, args, env, python, peers_url)
+        if "ingestion" in args.parts:
+            for size in args.sizes:
+                results[size] = bench_size(size, args, env, python, peers_url)
+        if "reads" in args.parts:
+            reads = peer_reads.bench_reads(
+                args.read_sizes, env=env, database_url=database_url, peers_python=python, args=args
+            )
     finally:
         environment.empty_run_tables(database_url, customers=True)
-    summary = summarise(results)
+    summary, reads_summary = summarise(results), peer_reads.summarise(reads)
     load_after = environment.load_average()
     saved = report.save(
         "peers",
@@ -62,15 +71,26 @@ def main() -> None:
             "load_after": load_after,
             "results": results,
             "summary": summary,
+            "reads": reads,
+            "reads_summary": reads_summary,
         },
     )
     print(f"\nload average before: {load_before}; after: {load_after}; raw results: {saved.relative_to(ROOT)}\n")
-    print(render(summary))
+    if results:
+        print(render(summary), "\n")
+    if reads:
+        print(peer_reads.render(reads_summary))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=lambda text: [int(size) for size in text.split(",")], default=[10_000, 100_000])
+    sizes = lambda text: [int(size) for size in text.split(",")]  # noqa: E731
+    parser.add_argument("--parts", type=lambda text: text.split(","), default=["ingestion", "reads"])
+    parser.add_argument("--sizes", type=sizes, default=[10_000, 100_000], help="Ingestion sizes.")
+    parser.add_argument("--read-sizes", type=sizes, default=[10_000, 1_000_000], help="Rows the read servers serve.")
+    parser.add_argument("--rounds", type=int, default=3, help="Read rounds, the servers' order alternating.")
+    parser.add_argument("--duration", type=float, default=15, help="Seconds of wrk per endpoint and round.")
+    parser.add_argument("--warmup", type=float, default=2, help="Seconds of unmeasured load before each.")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--repeat-at-1m", type=int, default=1, help="Repeats at 1M and above (default 1).")
     parser.add_argument("--seed", type=int, default=42)

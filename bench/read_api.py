@@ -86,7 +86,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10, help="Seconds of load per endpoint (default 10).")
     parser.add_argument("--repeat", type=int, default=3, help="Measurements per endpoint; medians (default 3).")
     parser.add_argument("--warmup", type=float, default=2, help="Seconds of unmeasured load first (default 2).")
-    parser.add_argument("--connections", type=int, default=8, help="Concurrent keep-alive connections (default 8).")
+    parser.add_argument("--connections", type=int, default=16, help="Concurrent keep-alive connections (default 16).")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn API workers (default 2, 4 threads each).")
     parser.add_argument("--seed", type=int, default=42, help="Dataset seed (default 42).")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto", help="Load generator.")
@@ -105,15 +105,19 @@ def _sizes(text: str) -> list[int]:
 
 
 def _token(env: dict[str, str]) -> str:
+    """A new API key (sent as `Bearer`) of a superuser made for the benchmark."""
     output = environment.manage(env, "create_api_token", USERNAME, "--superuser")
-    return next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("token:"))
+    return next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("key:"))
 
 
 def _drop_user(database_url: str) -> None:
+    """The benchmark's user, its keys and their throttle counts, gone."""
+    users = "SELECT id FROM auth_user WHERE username = %s"
+    keys = f"SELECT 'key:' || key_id FROM accounts_apikey WHERE user_id IN ({users})"  # noqa: S608
     with environment.connect(database_url) as conn, conn.transaction():
-        conn.execute(
-            "DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username = %s)", [USERNAME]
-        )
+        conn.execute(f"DELETE FROM accounts_requestcount WHERE key IN ({keys})", [USERNAME])  # noqa: S608
+        conn.execute(f"DELETE FROM accounts_apikey WHERE user_id IN ({users})", [USERNAME])  # noqa: S608
+        conn.execute(f"DELETE FROM authtoken_token WHERE user_id IN ({users})", [USERNAME])  # noqa: S608
         conn.execute("DELETE FROM auth_user WHERE username = %s", [USERNAME])
 
 
@@ -138,8 +142,8 @@ def bench_size(size: int, args, env: dict, database_url: str, token: str, tool: 
         # Endpoints take turns within each repeat, so a noisy minute does not hit only one of them.
         for repeat in range(args.repeat):
             for name in ENDPOINTS:
-                load(tool, url, paths[name], token, args.warmup, args.connections)
-                figures = load(tool, url, paths[name], token, args.duration, args.connections)
+                load(tool, url, paths[name], token, args.warmup, args.connections, scheme="Bearer")
+                figures = load(tool, url, paths[name], token, args.duration, args.connections, scheme="Bearer")
                 runs[name].append(figures)
                 print(
                     f"  {repeat + 1}/{args.repeat} {name:<11} {figures['requests_per_second']:8.1f} req/s  "
@@ -170,7 +174,7 @@ def _sample(database_url: str) -> tuple[int, list[str]]:
 
 def _check(url: str, token: str) -> int:
     """Fail early on a non-200; return how many customers the response holds."""
-    response = requests.get(url, headers={"Authorization": f"Token {token}"}, timeout=30)
+    response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     if response.status_code != 200:
         raise RuntimeError(f"GET {url} answered {response.status_code}: {response.text[:200]}")
     body = response.json()
@@ -178,9 +182,9 @@ def _check(url: str, token: str) -> int:
 
 
 def load(
-    tool: str, url: str, paths: list[str], token: str, duration: float, connections: int, *, scheme: str = "Token"
+    tool: str, url: str, paths: list[str], token: str, duration: float, connections: int, *, scheme: str = "Bearer"
 ) -> dict:
-    """Load `paths` of `url` for `duration` seconds; `scheme` is "Token" (DRF tokens) or "Bearer" (API keys)."""
+    """Load `paths` of `url` for `duration` seconds; `scheme` is "Bearer" (API keys) or "Token" (DRF tokens)."""
     if duration <= 0:
         return {}
     return (_wrk if tool == "wrk" else _python_load)(url, paths, f"{scheme} {token}", duration, connections)

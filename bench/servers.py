@@ -1,4 +1,4 @@
-"""gunicorn servers on free loopback ports, started for a benchmark and always stopped."""
+"""HTTP servers (gunicorn, uvicorn) on free loopback ports, started for a benchmark and always stopped."""
 
 import signal
 import subprocess
@@ -16,11 +16,23 @@ START_TIMEOUT = 60.0
 @contextmanager
 def gunicorn(args: list[str], *, env: dict[str, str], log: Path, health: str = "/api/health") -> Iterator[str]:
     """Serve with `gunicorn ARGS --bind 127.0.0.1:PORT`; yield the base URL once `health` answers 200."""
+    with serving(
+        lambda port: [sys.executable, "-m", "gunicorn", *args, "--bind", f"127.0.0.1:{port}", "--no-control-socket"],
+        env=env,
+        log=log,
+        health=health,
+    ) as url:
+        yield url
+
+
+@contextmanager
+def serving(argv_for_port, *, env: dict[str, str], log: Path, health: str) -> Iterator[str]:
+    """Start the server `argv_for_port(port)` on a free loopback port; yield its base URL once
+    `health` answers 200, and always stop it (its whole session) afterwards."""
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "gunicorn", *args, "--bind", f"127.0.0.1:{port}", "--no-control-socket"]
-    children = {"gunicorn": processes.start(argv, cwd=ROOT, env=env, log=log)}
+    children = {"gunicorn": processes.start(argv_for_port(port), cwd=ROOT, env=env, log=log)}
     try:
         _wait_healthy(children, url + health, log)
         yield url
@@ -34,8 +46,8 @@ def _wait_healthy(children: dict[str, subprocess.Popen], url: str, log: Path) ->
     except processes.ProcessError:
         # The benchmarks' own sentences, which point at the server's log.
         if (code := children["gunicorn"].poll()) is not None:
-            raise RuntimeError(f"gunicorn exited with {code} before answering; see {log.name}.") from None
-        raise RuntimeError(f"gunicorn did not answer {url} within {START_TIMEOUT:.0f} s; see {log.name}.") from None
+            raise RuntimeError(f"The server exited with {code} before answering; see {log.name}.") from None
+        raise RuntimeError(f"The server did not answer {url} within {START_TIMEOUT:.0f} s; see {log.name}.") from None
 
 
 def stop_on_sigterm() -> None:

@@ -12,7 +12,7 @@ import os
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
-from config.env import env_int
+from config.env import env_bool, env_int
 from config.logging import printable
 
 
@@ -34,6 +34,10 @@ workers = env_int("GUNICORN_WORKERS", env_int("WEB_CONCURRENCY", 2, minimum=1), 
 # POST /api/ingest?wait=N holds its request for minutes: threads (the gthread worker)
 # keep each process answering meanwhile.
 threads = env_int("GUNICORN_THREADS", 4, minimum=1)
+# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections
+# over them: on one shared socket, whichever worker wakes first takes a burst of keep-alive
+# connections and keeps them, and 16 clients were seen split 16/0 (docs/benchmarks.md).
+reuse_port = env_bool("GUNICORN_REUSE_PORT", True)
 accesslog = "-"
 # The path without its query string: searches carry names and emails. No client address either.
 access_log_format = '%(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'

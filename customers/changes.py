@@ -14,6 +14,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.db.models import Max, Min, Subquery
 
+from customers import documents
 from customers.models import ChangeKind, Customer, CustomerChange
 
 CHANGES = CustomerChange._meta.db_table
@@ -38,16 +39,12 @@ class FeedPage:
     next: int
 
 
-# The customer as the API shows it (customers/serializers.py): UTC to the second with a Z,
-# the balance as an exact two-decimal number (numeric's JSON is its text).
-def _utc(column: str, fraction: str = "") -> str:
-    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS{fraction}"Z"')"""
-
-
+# An event's customer: its state after the change (customers/documents.py writes it as the API
+# does everywhere), none for a deletion or an erasure.
 _CUSTOMER_JSON = (
-    "CASE WHEN e.created_at IS NULL THEN NULL ELSE json_build_object('customer_id', e.customer_id, "
-    + ", ".join(f"'{field}', e.{field}" for field in CustomerChange.CHANGE_FIELDS if field != "created_at")
-    + f", 'created_at', {_utc('e.created_at')}) END"
+    "CASE WHEN e.created_at IS NULL THEN NULL ELSE "
+    + documents.customer_object("e", ("customer_id", *CustomerChange.STATE_FIELDS))
+    + " END"
 )
 _CHANGED_FIELDS = (
     "array_remove(ARRAY["
@@ -65,7 +62,8 @@ WITH page AS (
 SELECT (SELECT min(cursor) FROM {CHANGES}), (SELECT max(cursor) FROM {CHANGES}), (SELECT max(cursor) FROM page),
        (SELECT coalesce(json_agg(json_build_object(
             'cursor', e.cursor, 'kind', e.kind, 'customer_id', e.customer_id, 'run_id', e.run_id,
-            'at', {_utc("e.at", ".US")}, 'customer', {_CUSTOMER_JSON}, 'changed_fields', {_CHANGED_FIELDS}
+            'at', {documents.utc("e.at", ".US")}, 'customer', ({_CUSTOMER_JSON})::json,
+            'changed_fields', {_CHANGED_FIELDS}
         ) ORDER BY e.cursor), '[]'::json) FROM page e)::text
 """
 

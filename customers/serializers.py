@@ -14,13 +14,14 @@ class UTCDateTimeField(serializers.DateTimeField):
     """
 
     def __init__(self, *args, precise: bool = False, **kwargs):
-        self.format_string = "%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ"
+        self.timespec = "microseconds" if precise else "seconds"
         super().__init__(*args, **kwargs)
 
     def to_representation(self, value):
         if value is None:
             return None
-        return value.astimezone(UTC).strftime(self.format_string)
+        # isoformat, not strftime: %Y writes the year 999 as "999", ISO 8601 as "0999".
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=self.timespec) + "Z"
 
 
 class CustomerSerializer(serializers.ModelSerializer):

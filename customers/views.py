@@ -1,6 +1,6 @@
 import uuid
 
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -12,7 +12,7 @@ from api.pagination import DenseKeyPagination, PageLimitPagination
 from api.permissions import ViewModelPermission
 from api.renderers import exact_decimal_renderers
 from api.schema import ErrorSerializer
-from customers import changes
+from customers import changes, documents
 from customers.filters import CustomerFilter
 from customers.models import DELETED, LIVE, Customer, CustomerChange
 from customers.serializers import (
@@ -74,6 +74,8 @@ class CustomerPagination(DenseKeyPagination):
 class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Read-only access to the customers the pipeline has loaded."""
 
+    # The model, for the permission check (api/permissions.py); the rows come from get_queryset.
+    queryset = Customer.objects.none()
     lookup_field = "customer_id"
     # Any path segment reaches the view, so a malformed id gets our JSON 404 (and an
     # anonymous caller its 401), not Django's HTML page.
@@ -90,18 +92,46 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         super().initial(request, *args, **kwargs)
         # Read after authentication, permissions and throttling: a stranger's bad value is still a 401.
         options_class = CustomerDetailOptions if self.action == "retrieve" else CustomerReadOptions
-        options = options_class(data=request.query_params)
-        options.is_valid(raise_exception=True)
-        self.read_options = options.validated_data
-        self.include_deleted = options.validated_data["include_deleted"]
+        if request.query_params.keys().isdisjoint(options_class._declared_fields):
+            # None given (a customer's URL, a plain page): the defaults, without building a serializer.
+            self.read_options = {"include_deleted": False}
+        else:
+            options = options_class(data=request.query_params)
+            options.is_valid(raise_exception=True)
+            self.read_options = options.validated_data
+        self.include_deleted = self.read_options["include_deleted"]
 
     def get_queryset(self):
         return Customer.objects.for_listing(include_deleted=self.include_deleted)
 
+    def list(self, request, *args, **kwargs):
+        # The listing in key order (the default, and how consumers read it all) as JSON that
+        # PostgreSQL writes, total and page in one statement; anything else through the serializer.
+        if self._json_asked(request):
+            fields = documents.WITH_DELETION if self.include_deleted else documents.FIELDS
+            queryset = self.get_queryset() if self._unfiltered(request) else self.filter_queryset(self.get_queryset())
+            body = self.paginator.page_json(queryset, request, row_json=documents.customer_object("r", fields))
+            if body is not None:
+                return HttpResponse(body, content_type="application/json")
+        return super().list(request, *args, **kwargs)
+
+    def _unfiltered(self, request) -> bool:
+        # No filter asked for: the filter set, built and validated per request, would change nothing.
+        return self.filterset_class.base_filters.keys().isdisjoint(request.query_params.keys())
+
     def retrieve(self, request, *args, **kwargs):
         moment = self.read_options.get("as_of")
         if moment is None:
-            return super().retrieve(request, *args, **kwargs)
+            if not self._json_asked(request):
+                return super().retrieve(request, *args, **kwargs)
+            try:
+                customer_id = uuid.UUID(kwargs["customer_id"])
+            except ValueError:
+                raise Http404 from None  # as get_object_or_404 says it for a malformed id
+            body = documents.customer(customer_id, include_deleted=self.include_deleted)
+            if body is None:
+                raise Http404(f"No {Customer._meta.object_name} matches the given query.")
+            return HttpResponse(body, content_type="application/json")
         if not CanViewChanges().has_permission(request, self):
             raise exceptions.PermissionDenied(CanViewChanges.message)
         try:
@@ -137,6 +167,11 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def get_serializer_class(self):
         return CustomerWithDeletionSerializer if self.include_deleted else CustomerSerializer
+
+    @staticmethod
+    def _json_asked(request) -> bool:
+        """Whether the response is JSON (the browsable API renders through the serializer)."""
+        return request.accepted_renderer.format == "json"
 
     def filter_queryset(self, queryset):
         # Filters describe the listing; a customer's own URL ignores them.

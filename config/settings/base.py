@@ -123,6 +123,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# The statements every API request runs are prepared once per connection, after five runs
+# (api/statements.py; Django's own cursors never prepare). Off behind a connection pooler in
+# transaction mode that does not keep prepared statements.
+API_PREPARED_STATEMENTS = env_bool("API_PREPARED_STATEMENTS", True)
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5 if API_PREPARED_STATEMENTS else None
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

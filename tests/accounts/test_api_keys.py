@@ -207,6 +207,10 @@ def test_a_revoked_key_cannot_be_rotated(clock, reader):
         api_keys.rotate_key(old.key)
 
 
+def reads_the_key(sql: str) -> bool:
+    return sql.lstrip().startswith("SELECT") and "FROM accounts_apikey k" in sql
+
+
 @pytest.mark.parametrize("page", [1, 30], ids=["first-page", "deep-page"])
 def test_a_key_list_request_is_at_most_three_statements_in_all(clock, reader, page):
     issued = api_keys.create_key(user=reader, name="reporting", scopes=READ)
@@ -221,7 +225,7 @@ def test_a_key_list_request_is_at_most_three_statements_in_all(clock, reader, pa
     # the deleted rows (customers/models.py: the total is max(seq) minus them).
     sql = [query["sql"] for query in queries]
     assert len(sql) <= 3, sql
-    assert sql[0].startswith('SELECT "accounts_apikey"') and "accounts_count_request" in sql[0]
+    assert reads_the_key(sql[0]) and "accounts_count_request" in sql[0]
     assert not [statement for statement in sql if "OFFSET" in statement.upper()]
     counted = [statement for statement in sql if "COUNT(*)" in statement.upper()]
     assert all('"deleted_at" IS NOT NULL' in statement for statement in counted)
@@ -262,7 +266,7 @@ def test_a_key_detail_request_is_two_statements_in_all(clock, reader):
     for queries in (first, second):
         sql = [query["sql"] for query in queries]
         assert len(sql) == 2, sql
-        assert sql[0].startswith('SELECT "accounts_apikey"')
+        assert reads_the_key(sql[0])
         assert "accounts_count_request" in sql[0] and "accounts_touch_key" in sql[0]
         assert "accounts_authfailure" in sql[0] and "auth_permission" in sql[0]
     counter = RequestCount.objects.get()

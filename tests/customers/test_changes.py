@@ -157,7 +157,7 @@ def test_an_event_carries_the_customer_as_the_api_shows_it(feed_client):
     assert event["changed_fields"] == list(CustomerChange.CHANGE_FIELDS)
     assert datetime.fromisoformat(event["at"]) == CustomerChange.objects.get().at
     # The balance exactly as written, two decimals.
-    assert b'"account_balance" : 10.50' in feed_client.get(FEED).content
+    assert b'"account_balance":10.50' in feed_client.get(FEED).content
 
 
 def test_latest_returns_the_newest_cursor_without_events(feed_client):
