@@ -29,11 +29,14 @@ def from_apps(imports: set[str], *apps: str) -> set[str]:
 
 
 def test_api_imports_no_app():
-    assert from_apps(imports_of("api"), *APPS) == set()
+    # Its own modules it may import (pagination runs its statement through api/statements.py).
+    assert from_apps(imports_of("api"), *(app for app in APPS if app != "api")) == set()
 
 
-def test_accounts_imports_no_other_app():
-    assert from_apps(imports_of("accounts"), "api", "config", "customers", "ingestion", "mocksource") == set()
+def test_accounts_imports_no_other_app_but_the_shared_api_plumbing():
+    # The key's statement is one of the API's prepared statements (api/statements.py).
+    assert from_apps(imports_of("accounts"), "config", "customers", "ingestion", "mocksource") == set()
+    assert from_apps(imports_of("accounts"), "api") <= {"api.statements.prepared_cursor"}
 
 
 def test_customers_never_imports_ingestion_or_config():
@@ -42,8 +45,8 @@ def test_customers_never_imports_ingestion_or_config():
 
 def test_ingestion_imports_only_the_models_and_the_write_services_from_customers():
     names = from_apps(imports_of("ingestion"), "customers")
-    # The merge (and erasure's part of it), and the change feed's pruning.
-    allowed = ("customers.models.", "customers.merge", "customers.changes")
+    # The merge (and erasure's part of it), the change feed's pruning, and a first load's indexes.
+    allowed = ("customers.models.", "customers.merge", "customers.changes", "customers.indexes")
 
     assert names
     assert {name for name in names if not name.startswith(allowed)} == set()
