@@ -129,12 +129,12 @@ def authenticate(presented: str, *, address: str, window: throttling.Window | No
     match = KEY_FORMAT.fullmatch(presented)
     if match is None:
         raise KeyInvalid(MALFORMED)
-    moment = now()
-    key = _read_key(match[1], _hash(presented), address=address, moment=moment, window=window)
+    moment, presented_hash = now(), _hash(presented)
+    key = _read_key(match[1], presented_hash, address=address, moment=moment, window=window)
     if key is not None and key.locked_until is not None:
         raise AddressLockedOut(key.locked_until)
     # Compared even for an unknown id, so both failures take the same path and say the same.
-    if not hmac.compare_digest(_hash(presented), key.secret_hash if key else ""):
+    if not hmac.compare_digest(presented_hash, key.secret_hash if key else ""):
         raise KeyInvalid("Invalid API key.")
     # Past the secret check, saying why helps its holder and tells an attacker nothing.
     if key.revoked_at is not None:
@@ -151,6 +151,8 @@ def authenticate(presented: str, *, address: str, window: throttling.Window | No
 
 
 _KEY_FIELDS = ApiKey._meta.concrete_fields
+# Constants of the code (no input), written into the statement: fewer parameters to send on every request.
+_LENT_SQL = ", ".join(f"'{permission}'" for permission in sorted(_LENT))
 _USER_FIELDS = KeyUser._meta.concrete_fields
 # The statement `authenticate` sends, written out: built by the ORM (a subquery of lent permissions,
 # the lockout's subquery, two guarded writes), the same query took 5 ms of Python to compile on
@@ -165,12 +167,14 @@ SELECT {", ".join(f"k.{field.column}" for field in _KEY_FIELDS)},
        CASE WHEN ok.authenticates AND (k.last_used_at IS NULL OR k.last_used_at <= %(stale)s)
             THEN accounts_touch_key(k.id, %(moment)s, %(stale)s) ELSE false END,
        CASE WHEN ok.authenticates AND %(counted)s
-            THEN accounts_count_request(%(scope)s, %(caller)s || k.key_id, %(start)s, %(end)s, %(limit)s) END
+            THEN accounts_count_request(
+                %(scope)s, '{throttling.KEY_CALLER}' || k.key_id, %(start)s, %(end)s, %(limit)s
+            ) END
 FROM {ApiKey._meta.db_table} k
 JOIN {KeyUser._meta.db_table} u ON u.id = k.user_id
 CROSS JOIN LATERAL (
     SELECT max(f.locked_until) AS locked_until FROM {AuthFailure._meta.db_table} f
-    WHERE f.kind = %(address_kind)s AND f.key = %(address)s AND f.locked_until > %(moment)s
+    WHERE f.kind = '{AuthFailureKind.ADDRESS.value}' AND f.key = %(address)s AND f.locked_until > %(moment)s
 ) lock
 CROSS JOIN LATERAL (
     SELECT k.secret_hash = %(hash)s AND k.revoked_at IS NULL AND k.expires_at > %(moment)s AND u.is_active
@@ -181,7 +185,7 @@ CROSS JOIN LATERAL (
     SELECT array(
         SELECT ct.app_label || '.' || p.codename
         FROM {Permission._meta.db_table} p JOIN {ContentType._meta.db_table} ct ON ct.id = p.content_type_id
-        WHERE ct.app_label || '.' || p.codename = ANY(%(lent)s)
+        WHERE ct.app_label || '.' || p.codename IN ({", ".join(f"'{permission}'" for permission in sorted(_LENT))})
           AND (p.id IN (SELECT up.permission_id FROM {_USER_PERMISSIONS} up WHERE up.user_id = k.user_id)
                OR p.id IN (SELECT gp.permission_id FROM {_GROUP_PERMISSIONS} gp
                            JOIN {_USER_GROUPS} ug ON ug.group_id = gp.group_id WHERE ug.user_id = k.user_id))
@@ -198,12 +202,9 @@ def _read_key(key_id: str, secret_hash: str, *, address: str, moment: datetime, 
         "hash": secret_hash,
         "moment": moment,
         "stale": moment - LAST_USED_INTERVAL,
-        "address_kind": AuthFailureKind.ADDRESS.value,
         "address": address,
-        "lent": sorted(_LENT),
         "counted": window is not None,
         "scope": window.scope if window else None,
-        "caller": throttling.KEY_CALLER,
         "start": window.start if window else None,
         "end": window.end if window else None,
         "limit": window.limit if window else None,
