@@ -12,6 +12,7 @@ random sample of 1000 ids) for `--duration` seconds each after a warm-up:
   peer             uvicorn, 2 workers, the table as dlt leaves it: no index on the id
   peer-indexed-1   uvicorn, 1 worker, a unique index on the id
   peer-indexed-2   uvicorn, 2 workers, a unique index on the id
+  (the peers without an access log, at their fastest; ours writes one line a request, as shipped)
 
 Reported per endpoint: medians of requests/s, p50 and p99, errors (non-2xx and socket errors),
 and ours over the best peer configuration (the highest median requests/s among the peers).
@@ -111,7 +112,9 @@ class _server:
                 conn.execute("DROP INDEX IF EXISTS peer_read.peer_customer_id")
                 if indexed:
                     conn.execute(f"CREATE UNIQUE INDEX peer_customer_id ON {PEER_TABLE} (customer_id)")
+            # No access log: the peer at its fastest (ours logs every request, as shipped).
             argv = [str(self.python), "-m", "uvicorn", "bench.peer_api:app", "--workers", str(workers)]
+            argv += ["--no-access-log"]
             env = {key: value for key, value in self.env.items() if not key.startswith("DJANGO_")}
             env["PEER_DATABASE_URL"] = self.database_url
             self._serving = servers.serving(
