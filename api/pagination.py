@@ -241,29 +241,23 @@ class DenseKeyPagination(PageLimitPagination):
         quote = connection.ops.quote_name
         return quote(meta.db_table), quote(meta.get_field(self.dense_key).column), *conditions
 
+    def _key_of_rank(self, queryset: QuerySet, rank: int) -> RawSQL:
+        """The key of the `rank`-th listed row (from 1, lowest key first), as a scalar subquery."""
+        table, key, _listed, holes = self._names(queryset)
+        return RawSQL(self._key_of_rank_sql(table, key, holes, "%s"), (rank, rank))
+
     @staticmethod
     def _key_of_rank_sql(table: str, key: str, holes: str, rank: str) -> str:
-        """SQL of the key of the `rank`-th listed row (`_key_of_rank`) over the holes of `table`."""
-        return (
-            f"SELECT {rank} + count(*) FROM (SELECT {key} - row_number() OVER (ORDER BY {key}) AS below"
-            f" FROM {table} WHERE {holes}) AS ranked WHERE below < {rank}"
-        )
-
-    def _key_of_rank(self, queryset: QuerySet, rank: int) -> RawSQL:
-        """The key of the `rank`-th listed row (from 1, lowest key first), as a scalar subquery.
+        """SQL of the key of the `rank`-th listed row over the holes of `table` (`rank` is SQL too).
 
         With holes h_1 < h_2 < ... (keys), h_i - i listed rows lie below h_i, so hole i comes
         before the rank-th listed row exactly when h_i - i < rank; that row's key is rank plus
         the number of such holes. PostgreSQL evaluates it once, before the range scan.
         """
-        column = connections[queryset.db].ops.quote_name(queryset.model._meta.get_field(self.dense_key).column)
-        holes = queryset.model._default_manager.filter(self.holes).order_by().values(self.dense_key)
-        holes_sql, holes_params = holes.query.sql_with_params()
-        sql = (
-            f"SELECT %s + count(*) FROM (SELECT {column} - row_number() OVER (ORDER BY {column}) AS below"
-            f" FROM ({holes_sql}) AS holes) AS ranked WHERE below < %s"
+        return (
+            f"SELECT {rank} + count(*) FROM (SELECT {key} - row_number() OVER (ORDER BY {key}) AS below"
+            f" FROM {table} WHERE {holes}) AS ranked WHERE below < {rank}"
         )
-        return RawSQL(sql, (rank, *holes_params, rank))
 
     def _shape(self, queryset: QuerySet) -> str | None:
         """ "whole" for the whole table, "listed" for exactly `listed`, else None."""

@@ -68,6 +68,7 @@ def _bench_size(size: int, *, env: dict, database_url: str, python: Path, token:
     for round_number in range(args.rounds):
         order = names if round_number % 2 == 0 else tuple(reversed(names))
         for name in order:
+            _wait_for_quiet(database_url)
             with _server(name, env=env, database_url=database_url, python=python, size=size) as url:
                 for endpoint in ENDPOINTS:
                     read_api.load("wrk", url, paths[endpoint], token, args.warmup, 16)
@@ -80,6 +81,26 @@ def _bench_size(size: int, *, env: dict, database_url: str, python: Path, token:
                         flush=True,
                     )
     return {"rows": total, "runs": runs}
+
+
+def _wait_for_quiet(database_url: str, *, patience: float = 10.0) -> None:
+    """Let the last server's statements end before the next server is measured.
+
+    A stopped server's slow statements (the peer's count and OFFSET scans at 1M, which wrk gave
+    up on) go on running in PostgreSQL and would load whichever server comes next: wait for
+    them, and cancel what is still running after `patience` seconds.
+    """
+    busy = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    started = time.monotonic()
+    with environment.connect(database_url) as conn:
+        while (pids := [row[0] for row in conn.execute(busy)]) and time.monotonic() - started < 6 * patience:
+            if time.monotonic() - started > patience:
+                for pid in pids:
+                    conn.execute("SELECT pg_cancel_backend(%s)", [pid])
+            time.sleep(0.5)
 
 
 def _make_peer_table(database_url: str) -> None:

@@ -86,7 +86,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sizes = lambda text: [int(size) for size in text.split(",")]  # noqa: E731
     parser.add_argument("--parts", type=lambda text: text.split(","), default=["ingestion", "reads"])
-    parser.add_argument("--sizes", type=sizes, default=[10_000, 100_000], help="Ingestion sizes.")
+    parser.add_argument("--sizes", type=sizes, default=[10_000, 100_000, 1_000_000], help="Ingestion sizes.")
     parser.add_argument("--read-sizes", type=sizes, default=[10_000, 1_000_000], help="Rows the read servers serve.")
     parser.add_argument("--rounds", type=int, default=3, help="Read rounds, the servers' order alternating.")
     parser.add_argument("--duration", type=float, default=15, help="Seconds of wrk per endpoint and round.")

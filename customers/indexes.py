@@ -31,9 +31,6 @@ FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
 WHERE x.indrelid = '{CUSTOMERS}'::regclass AND NOT x.indisunique AND NOT x.indisprimary AND x.indpred IS NULL
 ORDER BY i.relname
 """
-# Building from the loaded rows sorts them; more memory than the server's default (64MB) keeps a
-# trigram index's build off disk at a million rows. Only for the building transaction.
-BUILD_MEMORY = "256MB"
 
 
 def defer_reader_indexes(cursor, *, run_id: int) -> list[str]:
@@ -82,7 +79,6 @@ def restore_reader_indexes() -> list[str]:
         deferred = list(DeferredIndex.objects.select_for_update().order_by("name"))
         if not deferred:
             return []
-        cursor.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
         for index in deferred:
             cursor.execute(index.definition.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
         DeferredIndex.objects.filter(pk__in=[index.pk for index in deferred]).delete()

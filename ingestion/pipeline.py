@@ -33,7 +33,7 @@ from datetime import UTC
 
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from opentelemetry import trace
 
 from config import tracing
@@ -96,6 +96,9 @@ def execute_run(
     """
     with tracer.start_as_current_span("ingestion.run", attributes={"ingestion.run.id": run_id}) as span:
         with runs.execution_lock(run_id):
+            # A load that stopped without building the indexes it deferred (its process died and no
+            # worker's sweep came by): built now, before this run writes without them.
+            build_orphaned_indexes(but=run_id)
             ids = tracing.current_ids()
             run = runs.mark_running(run_id, trace_id=ids[0] if ids else "")
             try:
@@ -107,7 +110,10 @@ def execute_run(
                 logger.warning("run no longer ours; this execution stops", extra=extra)
             finally:
                 # A load that stopped before its walk ended built nothing back: readers get their indexes now.
-                _build_deferred_indexes(run_id)
+                try:
+                    _build_deferred_indexes(run_id)
+                except DatabaseError:  # the database the run lost, most likely: the sweep builds them later
+                    logger.exception("deferred indexes not built", extra={"run_id": run_id})
         _describe(span, run)
         return run
 
@@ -250,6 +256,15 @@ def _end_of_walk(run: IngestRun) -> None:
     _build_deferred_indexes(run.pk)
     with connection.cursor() as cursor:
         staging.refresh_statistics(cursor, staged=run.fetched)
+
+
+def build_orphaned_indexes(*, but: int | None = None) -> None:
+    """Build the readers' indexes a load deferred if its run is no longer active (nor `but`, a
+    run about to resume its own load): nobody else would build them."""
+    owner = indexes.deferred_by()
+    if owner is not None and owner != but and not IngestRun.objects.active().filter(pk=owner).exists():
+        logger.warning("building the indexes a stopped load deferred", extra={"run_id": owner})
+        indexes.restore_reader_indexes()
 
 
 def _build_deferred_indexes(run_id: int) -> None:

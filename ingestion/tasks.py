@@ -20,7 +20,6 @@ from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
 from config import tracing
-from customers import indexes
 from ingestion import jobs, pipeline, retention, runs
 from ingestion.models import IngestRun, RunMode, RunTrigger
 
@@ -87,7 +86,8 @@ def sweep(timestamp: int) -> None:
     with _job_connection():
         runs.abandon_stale_runs()
         _fail_stalled_jobs()
-        _build_orphaned_indexes()
+        # A first load whose process died left the readers' indexes unbuilt.
+        pipeline.build_orphaned_indexes()
         start_scheduled_run_if_due()
 
 
@@ -120,15 +120,6 @@ def _fail_stalled_jobs() -> None:
     for job in stalled:
         async_to_sync(app.job_manager.finish_job)(job, procrastinate_jobs.Status.FAILED, delete_job=False)
         logger.warning("stalled job released", extra={"job_id": job.id})
-
-
-def _build_orphaned_indexes() -> None:
-    # A first load whose process died left the readers' indexes unbuilt; once its run is no
-    # longer active (abandoned, say), nobody else will build them.
-    owner = indexes.deferred_by()
-    if owner is not None and not IngestRun.objects.active().filter(pk=owner).exists():
-        logger.warning("building the indexes a stopped load deferred", extra={"run_id": owner})
-        indexes.restore_reader_indexes()
 
 
 def start_scheduled_run_if_due() -> IngestRun | None:

@@ -6,8 +6,8 @@ fields are ignored. Nothing here touches the database, so it can be measured alo
 
 A page's records usually arrive as their JSON texts (ingestion/source.py). Most are plain:
 they decode in C (msgspec) straight into the field types, and what is left to check takes a
-few string tests (`_plain`), about a quarter of the time of decoding the record and checking
-it field by field (docs/benchmarks.md). Anything else, and any doubt, goes to the
+few string tests (`_plain`): less than half the time of decoding the record and checking it
+field by field (`bench/validation.py`, docs/benchmarks.md). Anything else, and any doubt, goes to the
 field-by-field checks of `validate_record`, which alone decide what is refused and why: the
 plain path accepts only what they accept, with the same values (a property test holds it to that).
 """

@@ -161,3 +161,41 @@ def test_metrics_networks_and_token_come_from_their_variables():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["t" * 32, "['10.0.0.0/8', '192.0.2.7/32', '2001:db8::/32']"]
+
+
+THRESHOLD = "from django.conf import settings as s; print(s.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+
+
+@pytest.mark.parametrize(("value", "threshold"), [(None, "5"), ("false", "None")])
+def test_prepared_statements_are_on_unless_turned_off_for_a_pooler(value, threshold):
+    result = _run_check(
+        DJANGO_SECRET_KEY="x" * 60,
+        DATABASE_URL="postgres://u@127.0.0.1:1/x",
+        **({"API_PREPARED_STATEMENTS": value} if value else {}),
+        PYTHON_CODE=THRESHOLD,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == threshold
+
+
+@pytest.mark.parametrize(("name", "value"), [("INGESTION_DEFER_INDEXES_FROM", "-1"), ("GUNICORN_REUSE_PORT", "maybe")])
+def test_the_speed_settings_refuse_bad_values_with_a_sentence(name, value):
+    if name.startswith("GUNICORN_"):
+        # gunicorn reads its own variables in its master, through config/env.py.
+        code = [sys.executable, "-c", "import config.gunicorn"]
+        result = subprocess.run(
+            code, cwd=ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
+        )
+    else:
+        result = _run_check(DJANGO_DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:1/x", **{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_gunicorn_gives_each_worker_its_own_listening_socket_unless_told_not_to():
+    def reuse_port(**env) -> str:
+        code = [sys.executable, "-c", "import config.gunicorn as g; print(g.reuse_port)"]
+        env = {**{k: v for k, v in os.environ.items() if k != "GUNICORN_REUSE_PORT"}, **env}
+        return subprocess.run(code, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    assert (reuse_port(), reuse_port(GUNICORN_REUSE_PORT="false")) == ("True", "False")

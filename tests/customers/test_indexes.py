@@ -115,6 +115,21 @@ def test_a_load_whose_process_died_gets_them_from_the_sweep_once_its_run_is_aban
     assert definitions() == before
 
 
+def test_the_next_run_builds_what_a_stopped_load_left_unbuilt_before_it_writes(first_loads_defer):
+    # A load's process died after its first batch (no worker's sweep ran since); then another run starts.
+    before = definitions()
+    stopped = runs.create_run(trigger="command", source_url="http://upstream.test", page_size=50)
+    with connection.cursor() as cursor:
+        indexes.defer_reader_indexes(cursor, run_id=stopped.pk)
+    IngestRun.objects.filter(pk=stopped.pk).update(status="abandoned")
+
+    run, seen = run_watching(FakeUpstream(records(300)))
+
+    # It found the indexes missing and not its own: built them, then deferred them as its own first load.
+    assert run.status == "succeeded" and seen[0] == set(before) - READER_INDEXES
+    assert definitions() == before and not DeferredIndex.objects.exists()
+
+
 def test_a_resumed_load_keeps_deferring_and_builds_them_at_its_end(first_loads_defer):
     before = definitions()
     source = records(300)
