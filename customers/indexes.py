@@ -11,8 +11,9 @@ rows, which an insert never touches. So the rule is "not unique, not partial".
 is empty; `DeferredIndex` rows remember each definition, in the same transaction, so a process
 killed halfway leaves the way back in the database. `restore_reader_indexes` builds whatever is
 remembered and forgets it. Ingestion calls it when the load's walk ends, when its run stops
-early, and from the periodic sweep for a run that died; meanwhile the API answers from the
-table without those indexes (slower sorts and searches, the same answers).
+early, and, for a run that died, from the periodic sweep and at the start of any other run;
+meanwhile the API answers from the table without those indexes (slower sorts and searches,
+the same answers).
 """
 
 import logging
