@@ -37,6 +37,12 @@ class Consumer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self):
+        # Closing the session ends its kept-alive connection, and with it the live server's
+        # thread and that thread's database session, even when the test fails and keeps us.
+        with self.session:
+            self._follow()
+
+    def _follow(self):
         # No deadline while the test is writing (a slow machine only makes that longer); once
         # told to stop it has a minute to catch up, and says so if it gives up.
         deadline = None

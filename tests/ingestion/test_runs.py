@@ -446,12 +446,12 @@ def test_heartbeat_survives_a_lost_connection(settings):
 
     with runs.heartbeat(run.pk, run.attempt) as beat:
         assert wait_until(lambda: _heartbeat_at(run) > LONG_AGO, timeout=10)
-        # Every other client session of this database is the heartbeat thread's: cut it off.
-        # (Not an autovacuum worker, which pg_stat_activity lists under the database too.)
+        # Cut off the heartbeat thread's session: the one other session whose last statement
+        # touched the heartbeat (an idle session another test left open is not it).
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                " AND pid <> pg_backend_pid() AND query LIKE 'UPDATE %heartbeat_at%'"
             )
             assert cursor.fetchall() == [(True,)]
         IngestRun.objects.filter(pk=run.pk).update(heartbeat_at=LONG_AGO)
