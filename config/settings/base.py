@@ -121,6 +121,8 @@ DATABASES = {
         DATABASE_URL,
         conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 60),
         conn_health_checks=True,
+        # Django's PostgreSQL backend with a health check that asks the socket, not the server.
+        engine="config.postgresql",
     )
 }
 # The statements every API request runs are prepared once per connection, after five runs
