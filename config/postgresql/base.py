@@ -23,8 +23,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if connection is None or connection.closed or connection.broken:
             return False
         try:
-            # Nothing is due on an idle connection: anything to read is the server leaving.
-            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            # Nothing is due on an idle connection: anything to read (or a hang-up) is the
+            # server leaving. poll, not select: select refuses descriptors above 1023.
+            poller = select.poll()
+            poller.register(connection.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable

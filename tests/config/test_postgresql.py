@@ -1,5 +1,7 @@
 """The database backend's health check: no statement on a healthy connection, a dead one replaced."""
 
+import os
+import resource
 import time
 
 import psycopg
@@ -65,3 +67,28 @@ def test_a_connection_psycopg_saw_break_is_not_usable():
     assert connection.is_usable() is False
     _check_as_a_request_starts()
     assert Customer.objects.count() == 0
+
+
+def test_a_connection_on_a_descriptor_above_1023_is_checked_like_any_other():
+    # select() refuses such descriptors: the check would then call every connection of a busy
+    # process broken and reconnect on every request.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1200, hard), hard))
+    connection.close()  # its descriptor is a low one, which the new connection would reuse
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 'on a high descriptor'")
+            pid = connection.connection.info.backend_pid
+        assert connection.connection.fileno() > 1023
+
+        _check_as_a_request_starts()
+
+        assert connection.connection.info.backend_pid == pid
+        assert _last_statement_of(pid) == "SELECT 'on a high descriptor'"
+    finally:
+        connection.close()
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
