@@ -25,8 +25,8 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import QuerySet
 from django.utils.timezone import now
 
-from accounts import throttling
-from accounts.models import ApiKey, AuthFailure, AuthFailureKind, KeyUser, Scope
+from accounts import lockout, throttling
+from accounts.models import ApiKey, KeyUser, Scope
 from api.statements import prepared_cursor
 
 PREFIX = "cdp_"
@@ -172,10 +172,7 @@ SELECT {", ".join(f"k.{field.column}" for field in _KEY_FIELDS)},
             ) END
 FROM {ApiKey._meta.db_table} k
 JOIN {KeyUser._meta.db_table} u ON u.id = k.user_id
-CROSS JOIN LATERAL (
-    SELECT max(f.locked_until) AS locked_until FROM {AuthFailure._meta.db_table} f
-    WHERE f.kind = '{AuthFailureKind.ADDRESS.value}' AND f.key = %(address)s AND f.locked_until > %(moment)s
-) lock
+CROSS JOIN LATERAL ({lockout.ADDRESS_LOCKED_UNTIL_SQL}) lock
 CROSS JOIN LATERAL (
     SELECT k.secret_hash = %(hash)s AND k.revoked_at IS NULL AND k.expires_at > %(moment)s AND u.is_active
            AND lock.locked_until IS NULL AS authenticates
@@ -185,7 +182,7 @@ CROSS JOIN LATERAL (
     SELECT array(
         SELECT ct.app_label || '.' || p.codename
         FROM {Permission._meta.db_table} p JOIN {ContentType._meta.db_table} ct ON ct.id = p.content_type_id
-        WHERE ct.app_label || '.' || p.codename IN ({", ".join(f"'{permission}'" for permission in sorted(_LENT))})
+        WHERE ct.app_label || '.' || p.codename IN ({_LENT_SQL})
           AND (p.id IN (SELECT up.permission_id FROM {_USER_PERMISSIONS} up WHERE up.user_id = k.user_id)
                OR p.id IN (SELECT gp.permission_id FROM {_GROUP_PERMISSIONS} gp
                            JOIN {_USER_GROUPS} ug ON ug.group_id = gp.group_id WHERE ug.user_id = k.user_id))

@@ -50,6 +50,14 @@ def locks(*, address: str, username: str | None = None) -> QuerySet:
     return AuthFailure.objects.filter(caller, locked_until__gt=now())
 
 
+# The same end of the address's lockout as SQL, for a statement written out (accounts/api_keys.py):
+# one row, column `locked_until` (NULL when not locked). Parameters: %(address)s, %(moment)s (now).
+ADDRESS_LOCKED_UNTIL_SQL = f"""
+    SELECT max(f.locked_until) AS locked_until FROM {_TABLE} f
+    WHERE f.kind = '{AuthFailureKind.ADDRESS.value}' AND f.key = %(address)s AND f.locked_until > %(moment)s
+"""
+
+
 def locked_until(*, address: str) -> Subquery:
     """The end of the address's lockout as a subquery, for a query that is made anyway to read it too."""
     return Subquery(locks(address=address).order_by("-locked_until").values("locked_until")[:1])
